@@ -1,0 +1,65 @@
+"""LITA's frame sampling and CLIP's image transform, as small pure functions.
+
+Sampling follows NVlabs/LITA ``lita/utils.py::load_video``: ``F`` indices spread uniformly over
+the whole clip with ``np.round(np.linspace(0, n - 1, F))`` (so a clip shorter than ``F`` frames
+repeats frames), and the clip length is ``n / fps``.
+
+The transform is CLIP's (``CLIPImageProcessor``): resize the shortest side to ``S`` with bicubic
+filtering, center-crop ``S x S``, scale to [0, 1] and normalise per channel.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def frame_indices(num_source_frames: int, num_frames: int) -> np.ndarray:
+    """``num_frames`` int64 indices uniform over ``[0, num_source_frames - 1]``, rounded (LITA)."""
+    return np.round(np.linspace(0, num_source_frames - 1, num_frames)).astype(np.int64)
+
+
+def resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after scaling the shortest side to ``size``, aspect kept.
+
+    The long side is truncated like ``transformers``' ``get_resize_output_image_size``.
+    """
+    if width <= height:
+        return size, max(size, int(size * height / width))
+    return max(size, int(size * width / height)), size
+
+
+def center_crop_offsets(width: int, height: int, size: int) -> tuple[int, int]:
+    """(top, left) of the centred ``size x size`` window (``transformers``' ``center_crop``)."""
+    return (height - size) // 2, (width - size) // 2
+
+
+def normalization_affine(mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset), float32 ``[1, 3, 1, 1]``, with ``x * scale - offset == (x / 255 - mean) / std``.
+
+    Folding the /255 rescale into the normalisation makes it two in-place passes over the output.
+    """
+    mean64 = np.asarray(mean, np.float64)
+    std64 = np.asarray(std, np.float64)
+    scale = (1.0 / (255.0 * std64)).astype(np.float32).reshape(1, 3, 1, 1)
+    offset = (mean64 / std64).astype(np.float32).reshape(1, 3, 1, 1)
+    return scale, offset
+
+
+def crop_and_normalize(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Center-crop uint8 ``[F, H, W, 3]`` frames and return CLIP-normalised float32 ``[F, 3, size, size]``.
+
+    ``frames`` must already have its shortest side equal to ``size``. The channel-first uint8
+    copy is cheap (1 byte/value) and makes the float passes contiguous, which is several times
+    faster than converting straight from the strided crop.
+    """
+    num, height, width, _ = frames.shape
+    top, left = center_crop_offsets(width, height, size)
+    crop = frames[:, top:top + size, left:left + size, :]  # view [F, S, S, 3]
+    chw = np.ascontiguousarray(crop.transpose(0, 3, 1, 2))  # uint8 [F, 3, S, S]
+    scale, offset = normalization_affine(mean, std)
+    out = np.empty((num, 3, size, size), np.float32)
+    np.multiply(chw, scale, out=out)  # float32 [F, 3, S, S]
+    out -= offset
+    return out
