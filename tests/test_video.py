@@ -30,7 +30,13 @@ def media(tmp_path_factory) -> dict[str, Path]:
     textured = lambda i: np.clip(  # noqa: E731 - smooth gradients + noise, so resizing filters matter
         np.add.outer(np.linspace(0, 200, 180), np.linspace(0, 55, 320))[:, :, None]
         + np.array([0, 60, 120]) + rng.integers(0, 30, (180, 320, 3)) + 3 * i, 0, 255)
+    def checker(i: int) -> np.ndarray:  # 20-px blocks over gradients, downscaled 360 -> 224
+        yy, xx = np.mgrid[:360, :640]
+        block = (((yy // 20) + (xx // 20) + i) % 2) * 120
+        return np.clip(np.stack([block + xx // 6, block + yy // 3, 200 - block], -1), 0, 255)
+
     files = {
+        "checker": make_mp4(d / "checker.mp4", seconds=0.5, fps=10, size=(640, 360), frame_fn=checker),
         "red": make_mp4(d / "red.mp4", seconds=2.0, fps=10, size=(160, 120), color_fn=lambda i: RED),
         "steps": make_mp4(d / "steps.mp4", seconds=3.0, fps=12, size=(96, 64)),
         "wide": make_mp4(d / "wide.mp4", seconds=1.0, fps=10, size=(320, 180), frame_fn=textured),
@@ -126,14 +132,16 @@ def _reference(path: Path, n: int, size: int) -> np.ndarray:
 
 
 @pytest.mark.skipif("decord" not in BACKENDS, reason="decord not installed")
-@pytest.mark.parametrize("name", ["wide", "tall"])
-def test_fast_path_matches_full_res_decode_and_pil_resize(media, name):
+@pytest.mark.parametrize("name, tolerance", [("wide", 0.03), ("tall", 0.03), ("checker", 0.1)])
+def test_fast_path_matches_full_res_decode_and_pil_resize(media, name, tolerance):
+    # Upscaled smooth clips agree to ~1-2 grey levels on average; at sharp block edges ffmpeg's
+    # bicubic (sharper than PIL's) differs by ~5. A one-pixel crop shift alone costs > 0.15.
     ref = _reference(media[name], 5, 224)
     for backend in BACKENDS:
         fast = _sample(media[name], n=5, size=224, backend=backend).frames
         assert fast.shape == ref.shape
-        # Scalers differ only at the edges of textures: ~1-2 grey levels on average.
-        assert np.abs(fast - ref).mean() < 0.03, backend
+        assert np.abs(fast - ref).mean() < tolerance, backend
+        assert np.abs(fast[..., 1:] - ref[..., :-1]).mean() > np.abs(fast - ref).mean()
 
 
 def test_short_and_one_frame_videos_repeat_frames(media):
