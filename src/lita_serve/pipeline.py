@@ -1,0 +1,72 @@
+"""The whole LITA pipeline in one process, from a built model repository.
+
+It runs the very steps the Triton models run (preprocess -> encode -> decode -> postprocess),
+so it is the reference the served answers are compared with, and the baseline of the
+serving-overhead benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lita_serve.decode.sampling import SamplingParams
+from lita_serve.decode.service import DecodeEvent, DecoderService
+from lita_serve.postprocess.render import Renderer
+from lita_serve.preprocess.request import prepare_video
+from lita_serve.serve.layout import RepositoryLayout
+from lita_serve.serve.torch_engine import load_decoder, load_encoder
+from lita_serve.time_tokens import Segment
+from lita_serve.tokenizer import LitaTokenizer
+
+
+@dataclass
+class PipelineAnswer:
+    text: str
+    raw_text: str
+    segments: list[Segment]
+    token_ids: list[int]
+    duration: float
+    num_input_tokens: int
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class LitaPipeline:
+    """In-process equivalent of the ``lita`` ensemble."""
+
+    def __init__(self, repository: str | Path, device: str | None = None) -> None:
+        layout = RepositoryLayout.of(repository)
+        self.cfg = layout.load_config()
+        self.encoder = load_encoder(layout, self.cfg, device=device)
+        decoder = load_decoder(layout, self.cfg, device=device)
+        self.tokenizer = LitaTokenizer.from_file(layout.tokenizer_path, self.cfg.lita.num_time_tokens)
+        self.decoder = DecoderService(decoder, self.tokenizer, self.cfg, max_batch=1)
+        self.renderer = Renderer(self.tokenizer, self.cfg.lita.num_time_tokens)
+
+    def encode(self, video: bytes, duration: float | None = None):
+        """-> (embeddings [N_vis, H] numpy, duration, stats)."""
+        prepared = prepare_video(video, self.cfg, duration)
+        start = time.perf_counter()
+        weight = next(self.encoder.parameters())
+        with torch.inference_mode():
+            frames = torch.from_numpy(prepared.frames[None]).to(weight.device, weight.dtype)  # [1,F,3,S,S]
+            table = self.encoder(frames)[0].float().cpu().numpy()  # [N_vis, H]
+        prepared.stats["encode_ms"] = round((time.perf_counter() - start) * 1e3, 3)
+        return table, prepared.duration, prepared.stats
+
+    def ask(self, video: bytes, question: str, params: SamplingParams | None = None,
+            duration: float | None = None) -> PipelineAnswer:
+        table, video_duration, stats = self.encode(video, duration)
+        events: list[DecodeEvent] = []
+        job = self.decoder.prepare(question, table, video_duration, params or SamplingParams(
+            max_tokens=self.cfg.limits.default_max_tokens), stream=False, emit=events.append, stats=stats)
+        self.decoder.run([job])
+        final = events[-1]
+        if final.error is not None:
+            raise final.error
+        chunk = self.renderer.render(final.ids, len(final.ids), video_duration)
+        return PipelineAnswer(chunk.text, chunk.raw_text, chunk.segments, final.ids, video_duration,
+                              final.num_input_tokens, final.stats)

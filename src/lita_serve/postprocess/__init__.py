@@ -1,0 +1,1 @@
+"""The postprocess step: generated token ids -> text with times in seconds, and segments."""

@@ -1,0 +1,215 @@
+"""Generate (and check) the Triton model repository from a :class:`LitaConfig`.
+
+Every number in a ``config.pbtxt`` that code also uses (frame count, image size, hidden size,
+limits) is derived here from the config, so the repository cannot drift from the model. The
+``model.py`` adapters are copied from the project's ``model_repository/`` folder, which is the
+committed repository for the default demo model.
+
+Tensor names: the ensemble's client-facing tensors are lowercase (``text_input``,
+``max_tokens``, ``stream``, ``text_output``: what genai-perf-style tools send); tensors between
+steps are UPPER_CASE.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lita_serve.config import LitaConfig
+from lita_serve.encode.visual_tokens import num_visual_tokens
+from lita_serve.serve.layout import ENSEMBLE, RepositoryLayout, STEPS
+
+# The committed repository (adapters + configs of the demo model) next to the package sources.
+SOURCE_REPOSITORY = Path(__file__).resolve().parents[3] / "model_repository"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # Triton TYPE_* without the prefix
+    dims: tuple[int, ...]
+    optional: bool = False
+
+    def pbtxt(self) -> str:
+        opt = "\n    optional: true" if self.optional else ""
+        dims = ", ".join(str(d) for d in self.dims)
+        return f'  {{\n    name: "{self.name}"\n    data_type: TYPE_{self.dtype}\n    dims: [ {dims} ]{opt}\n  }}'
+
+
+# Sampling parameters: ensemble name -> (step tensor name, dtype). All optional.
+SAMPLING_INPUTS = {
+    "max_tokens": ("MAX_TOKENS", "INT32"),
+    "temperature": ("TEMPERATURE", "FP32"),
+    "top_k": ("TOP_K", "INT32"),
+    "top_p": ("TOP_P", "FP32"),
+    "repetition_penalty": ("REPETITION_PENALTY", "FP32"),
+    "seed": ("SEED", "INT64"),
+    "greedy": ("GREEDY", "BOOL"),
+    "stream": ("STREAM", "BOOL"),
+}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Per-deployment choices that are not properties of the model."""
+
+    max_batch_size: int = 8
+    preprocess_instances: int = 2
+    encoder_instances: int = 1
+    postprocess_instances: int = 1
+    encoder_max_queue_delay_us: int = 2000
+    kind: str = "KIND_CPU"  # KIND_GPU for the encoder/decoder when serving on GPUs
+
+
+def step_tensors(cfg: LitaConfig) -> dict[str, tuple[list[TensorSpec], list[TensorSpec]]]:
+    """Inputs and outputs of every step, derived from the config."""
+    s, f, h = cfg.vision.image_size, cfg.lita.sample_frames, cfg.text.hidden_size
+    n_vis = num_visual_tokens(cfg)
+    sampling = [TensorSpec(name, dt, (1,), optional=True) for name, dt in SAMPLING_INPUTS.values()]
+    return {
+        "preprocess": (
+            [TensorSpec("VIDEO", "STRING", (1,)), TensorSpec("DURATION", "FP32", (1,), optional=True)],
+            [TensorSpec("FRAMES", "FP32", (f, 3, s, s)), TensorSpec("VIDEO_DURATION", "FP32", (1,)),
+             TensorSpec("STATS", "STRING", (1,))],
+        ),
+        "vision_encoder": (
+            [TensorSpec("FRAMES", "FP32", (f, 3, s, s)), TensorSpec("STATS", "STRING", (1,))],
+            [TensorSpec("EMBEDDINGS", "FP32", (n_vis, h)), TensorSpec("STATS_OUT", "STRING", (1,))],
+        ),
+        "llm": (
+            [TensorSpec("QUESTION", "STRING", (1,)), TensorSpec("PROMPT_EMBEDDING_TABLE", "FP32", (-1, h)),
+             TensorSpec("DURATION", "FP32", (1,)), TensorSpec("STATS", "STRING", (1,)), *sampling],
+            [TensorSpec("OUTPUT_IDS", "INT32", (-1,)), TensorSpec("NEW_TOKENS", "INT32", (1,)),
+             TensorSpec("DURATION_OUT", "FP32", (1,)), TensorSpec("STATS_OUT", "STRING", (1,)),
+             TensorSpec("NUM_INPUT_TOKENS", "INT32", (1,)), TensorSpec("IS_FINAL", "BOOL", (1,))],
+        ),
+        "postprocess": (
+            [TensorSpec("OUTPUT_IDS", "INT32", (-1,)), TensorSpec("NEW_TOKENS", "INT32", (1,)),
+             TensorSpec("DURATION", "FP32", (1,)), TensorSpec("STATS", "STRING", (1,)),
+             TensorSpec("NUM_INPUT_TOKENS", "INT32", (1,)), TensorSpec("IS_FINAL", "BOOL", (1,))],
+            [TensorSpec("TEXT", "STRING", (1,)), TensorSpec("RAW_TEXT", "STRING", (1,)),
+             TensorSpec("SEGMENTS", "STRING", (1,)), TensorSpec("DURATION_OUT", "FP32", (1,)),
+             TensorSpec("NUM_INPUT_TOKENS_OUT", "INT32", (1,)), TensorSpec("NUM_OUTPUT_TOKENS", "INT32", (1,)),
+             TensorSpec("IS_FINAL_OUT", "BOOL", (1,)), TensorSpec("STATS_OUT", "STRING", (1,))],
+        ),
+    }
+
+
+def ensemble_tensors() -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The client-facing interface; identical for every engine and deployment."""
+    inputs = [
+        TensorSpec("video", "STRING", (1,)),
+        TensorSpec("text_input", "STRING", (1,)),
+        TensorSpec("duration", "FP32", (1,), optional=True),
+        *[TensorSpec(name, dt, (1,), optional=True) for name, (_, dt) in SAMPLING_INPUTS.items()],
+    ]
+    outputs = [
+        TensorSpec("text_output", "STRING", (1,)),
+        TensorSpec("raw_text_output", "STRING", (1,)),
+        TensorSpec("segments", "STRING", (1,)),
+        TensorSpec("video_duration", "FP32", (1,)),
+        TensorSpec("num_input_tokens", "INT32", (1,)),
+        TensorSpec("num_output_tokens", "INT32", (1,)),
+        TensorSpec("is_final", "BOOL", (1,)),
+        TensorSpec("stats", "STRING", (1,)),
+    ]
+    return inputs, outputs
+
+
+def _io(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str:
+    return ("input [\n" + ",\n".join(t.pbtxt() for t in inputs) + "\n]\n"
+            "output [\n" + ",\n".join(t.pbtxt() for t in outputs) + "\n]\n")
+
+
+def _instances(count: int, kind: str) -> str:
+    return f"instance_group [\n  {{\n    count: {count}\n    kind: {kind}\n  }}\n]\n"
+
+
+def step_config(name: str, cfg: LitaConfig, dep: Deployment) -> str:
+    inputs, outputs = step_tensors(cfg)[name]
+    text = f'name: "{name}"\nbackend: "python"\nmax_batch_size: {dep.max_batch_size}\n' + _io(inputs, outputs)
+    if name == "vision_encoder":
+        text += ("dynamic_batching {\n"
+                 f"  max_queue_delay_microseconds: {dep.encoder_max_queue_delay_us}\n}}\n")
+        text += _instances(dep.encoder_instances, dep.kind)
+    elif name == "llm":
+        text += "model_transaction_policy {\n  decoupled: true\n}\n" + _instances(1, dep.kind)
+    elif name == "preprocess":
+        text += _instances(dep.preprocess_instances, "KIND_CPU")
+    else:
+        text += _instances(dep.postprocess_instances, "KIND_CPU")
+    return text
+
+
+def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+    ins = "".join(f'      input_map {{\n        key: "{k}"\n        value: "{v}"\n      }}\n' for k, v in inputs.items())
+    outs = "".join(f'      output_map {{\n        key: "{k}"\n        value: "{v}"\n      }}\n' for k, v in outputs.items())
+    return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{ins}{outs}    }}'
+
+
+def ensemble_config(dep: Deployment) -> str:
+    """``lita``: preprocess -> vision_encoder -> llm -> postprocess.
+
+    The duration and timings made before the decoupled ``llm`` step travel *through* it
+    (``DURATION`` -> ``DURATION_OUT``): an ensemble cannot join a tensor produced before a
+    decoupled step with one produced after it (triton-inference-server/server#7275).
+    """
+    inputs, outputs = ensemble_tensors()
+    sampling = {step: name for name, (step, _) in SAMPLING_INPUTS.items()}
+    steps = [
+        _step("preprocess", {"VIDEO": "video", "DURATION": "duration"},
+              {"FRAMES": "_frames", "VIDEO_DURATION": "_duration", "STATS": "_stats_pre"}),
+        _step("vision_encoder", {"FRAMES": "_frames", "STATS": "_stats_pre"},
+              {"EMBEDDINGS": "_embeddings", "STATS_OUT": "_stats_enc"}),
+        _step("llm", {"QUESTION": "text_input", "PROMPT_EMBEDDING_TABLE": "_embeddings", "DURATION": "_duration",
+                      "STATS": "_stats_enc", **sampling},
+              {"OUTPUT_IDS": "_ids", "NEW_TOKENS": "_new", "DURATION_OUT": "_duration_llm",
+               "STATS_OUT": "_stats_llm", "NUM_INPUT_TOKENS": "_n_in", "IS_FINAL": "_final"}),
+        _step("postprocess", {"OUTPUT_IDS": "_ids", "NEW_TOKENS": "_new", "DURATION": "_duration_llm",
+                              "STATS": "_stats_llm", "NUM_INPUT_TOKENS": "_n_in", "IS_FINAL": "_final"},
+              {"TEXT": "text_output", "RAW_TEXT": "raw_text_output", "SEGMENTS": "segments",
+               "DURATION_OUT": "video_duration", "NUM_INPUT_TOKENS_OUT": "num_input_tokens",
+               "NUM_OUTPUT_TOKENS": "num_output_tokens", "IS_FINAL_OUT": "is_final", "STATS_OUT": "stats"}),
+    ]
+    return (f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: {dep.max_batch_size}\n' + _io(inputs, outputs)
+            + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n")
+
+
+def render_configs(cfg: LitaConfig, dep: Deployment = Deployment()) -> dict[str, str]:
+    """``{model name: config.pbtxt text}`` for every model of the repository."""
+    configs = {name: step_config(name, cfg, dep) for name in STEPS}
+    configs[ENSEMBLE] = ensemble_config(dep)
+    return configs
+
+
+def write_model_repository(repo: str | Path, cfg: LitaConfig, dep: Deployment = Deployment(),
+                           source: Path = SOURCE_REPOSITORY) -> RepositoryLayout:
+    """Write configs for ``cfg`` and copy the ``model.py`` adapters into ``repo``.
+
+    Weights, ``lita.json`` and the tokenizer are written by the engine export
+    (:func:`lita_serve.serve.torch_engine.export_torch_engine`).
+    """
+    layout = RepositoryLayout.of(repo)
+    for name, text in render_configs(cfg, dep).items():
+        model_dir = layout.model_dir(name)
+        (model_dir / "1").mkdir(parents=True, exist_ok=True)
+        (model_dir / "config.pbtxt").write_text(text)
+        adapter = source / name / "1" / "model.py"
+        if adapter.is_file() and adapter.resolve() != (model_dir / "1" / "model.py").resolve():
+            shutil.copyfile(adapter, model_dir / "1" / "model.py")
+    return layout
+
+
+def check_model_repository(repo: str | Path, dep: Deployment = Deployment()) -> list[str]:
+    """Differences between the configs in ``repo`` and those its ``lita.json`` implies (empty: in sync)."""
+    layout = RepositoryLayout.of(repo)
+    cfg = layout.load_config()
+    problems = []
+    for name, text in render_configs(cfg, dep).items():
+        path = layout.model_dir(name) / "config.pbtxt"
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.read_text() != text:
+            problems.append(f"{path} differs from what {layout.config_path.name} implies")
+    return problems

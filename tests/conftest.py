@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny LITA model repository, real test videos, and the real tritonserver."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from repo_factory import build_tiny_repository  # noqa: E402
+from videos import make_mp4  # noqa: E402
+
+from lita_serve.serve.launcher import Ports, TritonServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A built model repository holding a tiny random LITA model (torch engine)."""
+    return build_tiny_repository(tmp_path_factory.mktemp("tiny_repo"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def sample_videos(tmp_path_factory) -> dict[str, Path]:
+    """A few real H.264 mp4 files of different lengths and colours."""
+    root = tmp_path_factory.mktemp("videos")
+    specs = {
+        "red_3s": dict(seconds=3.0, fps=10, color_fn=lambda i: (200, 30, 30)),
+        "moving_5s": dict(seconds=5.0, fps=8, color_fn=lambda i: (i * 5 % 255, 80, 255 - i * 5 % 255)),
+        "blue_2s": dict(seconds=2.0, fps=12, color_fn=lambda i: (20, 40, 220)),
+    }
+    return {name: make_mp4(root / f"{name}.mp4", size=(96, 64), **kw) for name, kw in specs.items()}
+
+
+@pytest.fixture(scope="session")
+def triton_server(tiny_repo):
+    """The real tritonserver on free loopback ports, serving the tiny repository; stopped at the end."""
+    server = TritonServer(tiny_repo, ports=Ports.free())
+    server.start(timeout=240)
+    try:
+        yield server
+    finally:
+        server.stop()
