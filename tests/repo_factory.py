@@ -24,6 +24,8 @@ def build_tiny_repository(root: Path, seed: int = 0, dep: Deployment = Deploymen
                              DEFAULT_VOCAB_MULTIPLE)
     cfg = replace(cfg, text=replace(cfg.text, vocab_size=size))
     cfg.limits.default_max_tokens = 12
+    cfg.limits.max_video_bytes = 1 << 20  # small, so tests can exceed it cheaply
+    cfg.limits.max_new_tokens = 64
     repo = root / "repo"
     write_model_repository(repo, cfg, dep)
     export_torch_engine(build_random_model(cfg, seed), tokenizer_path, repo)
