@@ -1,0 +1,102 @@
+"""``lita``: build, serve, demo and evaluate LITA on Triton Inference Server.
+
+Each subcommand is a plain function; the argument parser is built from a small table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lita_serve.errors import LitaError
+from lita_serve.logs import setup_logging
+
+DEFAULT_REPOSITORY = Path("model_repository")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start tritonserver on a model repository (127.0.0.1 unless --host says otherwise)."""
+    from lita_serve.serve.launcher import Ports, TritonServer, serve_forever
+
+    server = TritonServer(args.repository, ports=Ports(args.http_port, args.grpc_port, args.metrics_port),
+                          host=args.host, log_path=args.log_file, log_verbose=args.log_verbose)
+    print(f"serving {args.repository} on grpc {server.grpc_url}, http {server.http_url}", file=sys.stderr)
+    return serve_forever(server, timeout=args.timeout)
+
+
+def cmd_tokenizer_convert(args: argparse.Namespace) -> int:
+    """Add LITA's time tokens and extra ids to a SentencePiece model."""
+    from lita_serve.tokenizer import convert_tokenizer
+
+    added = convert_tokenizer(args.input, args.output, args.version, args.num_time_tokens)
+    print(f"{args.output}: added {len(added)} tokens ({args.version} order)")
+    return 0
+
+
+def cmd_check_repository(args: argparse.Namespace) -> int:
+    """Check that a repository's config.pbtxt files match its lita.json."""
+    from lita_serve.serve.repository import check_model_repository
+
+    problems = check_model_repository(args.repository)
+    for p in problems:
+        print(p, file=sys.stderr)
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help=cmd_serve.__doc__)
+    p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--log-file", type=Path, default=None)
+    p.add_argument("--log-verbose", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
+    p.set_defaults(func=cmd_serve)
+
+
+def _add_tokenizer(sub) -> None:
+    p = sub.add_parser("tokenizer-convert", help=cmd_tokenizer_convert.__doc__)
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--version", choices=["1.0", "1.5"], required=True)
+    p.add_argument("--num-time-tokens", type=int, default=100)
+    p.set_defaults(func=cmd_tokenizer_convert)
+
+
+def _add_check(sub) -> None:
+    p = sub.add_parser("check-repository", help=cmd_check_repository.__doc__)
+    p.add_argument("repository", type=Path, nargs="?", default=DEFAULT_REPOSITORY)
+    p.set_defaults(func=cmd_check_repository)
+
+
+COMMANDS = [_add_serve, _add_tokenizer, _add_check]
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lita", description=__doc__.splitlines()[0])
+    ap.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except (LitaError, FileNotFoundError) as exc:
+        print(f"lita {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
