@@ -1,0 +1,44 @@
+# lita-serve: every command sets itself up first (a virtualenv in .venv).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of PyTorch; a plain `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+REPO ?= model_repository
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo serve eval bench load soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[serve,load,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/lita demo --repository $(REPO)
+
+serve: setup
+	$(BIN)/lita serve --repository $(REPO)
+
+eval: setup
+	$(BIN)/lita eval --repository $(REPO)
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all --short
+
+load: setup
+	$(BIN)/lita load-test --repository $(REPO)
+
+soak: setup
+	$(BIN)/python -m benchmarks.soak --short
+
+clean:
+	rm -rf $(VENV) artifacts
