@@ -46,6 +46,39 @@ def cmd_check_repository(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build a model repository from a LITA checkpoint (HF 1.0/1.5, LLaVA/ShareGPT4V + projector, .nemo)."""
+    from lita_serve.build.pipeline import build
+
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+    summary = build(args.checkpoint, args.tokenizer, lita_version=args.lita_version, engine=args.engine,
+                    output=args.output, vision_tower=args.vision_tower, mm_projector=args.mm_projector,
+                    overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
+                    max_batch_size=args.max_batch_size)
+    print(summary.table())
+    return 0
+
+
+def _add_build(sub) -> None:
+    p = sub.add_parser("build", help=cmd_build.__doc__)
+    p.add_argument("--checkpoint", type=Path, required=True, help="HF checkpoint directory or .nemo file")
+    p.add_argument("--tokenizer", type=Path, required=True, help="SentencePiece tokenizer.model (LLaMA/LLaVA)")
+    p.add_argument("--lita-version", choices=["1.0", "1.5"], required=True)
+    p.add_argument("--engine", choices=["torch", "tensorrt_llm"], default="torch")
+    p.add_argument("--output", type=Path, default=DEFAULT_REPOSITORY)
+    p.add_argument("--vision-tower", type=Path, default=None, help="separate CLIP vision tower directory")
+    p.add_argument("--mm-projector", type=Path, default=None, help="pretrained mm_projector.bin (file or directory)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="LITA option override, e.g. video_arch=temporal_spatial_pool, sample_frames=100")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--tp-size", type=int, default=1)
+    p.add_argument("--max-batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_build)
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help=cmd_serve.__doc__)
     p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
@@ -74,7 +107,7 @@ def _add_check(sub) -> None:
     p.set_defaults(func=cmd_check_repository)
 
 
-COMMANDS = [_add_serve, _add_tokenizer, _add_check]
+COMMANDS = [_add_build, _add_serve, _add_tokenizer, _add_check]
 
 
 def parser() -> argparse.ArgumentParser:
