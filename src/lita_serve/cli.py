@@ -53,7 +53,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     overrides = {}
     for item in args.set or []:
         key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+        try:
+            overrides[key] = json.loads(value)  # numbers, booleans
+        except ValueError:
+            overrides[key] = value  # plain strings such as temporal_spatial_pool
     summary = build(args.checkpoint, args.tokenizer, lita_version=args.lita_version, engine=args.engine,
                     output=args.output, vision_tower=args.vision_tower, mm_projector=args.mm_projector,
                     overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
