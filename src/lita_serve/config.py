@@ -95,6 +95,10 @@ class ServeLimits:
     max_question_chars: int = 4000
     max_prompt_tokens: int = 2048
     max_concurrent_requests: int = 64
+    # Visual-feature cache shared by the preprocess and encoder processes (LRU by bytes; 0 disables).
+    feature_cache_bytes: int = 1 << 30
+    # Where its entries live; empty: a folder per repository under the system's temporary directory.
+    feature_cache_dir: str = ""
 
 
 @dataclass
@@ -165,6 +169,15 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "num_hidden_layers": 3, "num_attention_heads": 4},
         "text": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
                  "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 1024},
+        "lita": {"lita_version": "1.0", "projector_type": "linear"},
+    },
+    # The CPU-trained demo (``lita train-demo``): 56 px frames (4x4 patches), 100 frames = 100 time tokens.
+    "demo": {
+        "name": "lita-demo",
+        "vision": {"image_size": 56, "patch_size": 14, "hidden_size": 64, "intermediate_size": 128,
+                   "num_hidden_layers": 3, "num_attention_heads": 4},
+        "text": {"vocab_size": 512, "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 4,
+                 "num_attention_heads": 6, "num_key_value_heads": 6, "max_position_embeddings": 1024},
         "lita": {"lita_version": "1.0", "projector_type": "linear"},
     },
 }

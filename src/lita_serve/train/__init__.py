@@ -1,0 +1,1 @@
+"""Training a small LITA model on synthetic event videos (CPU demo)."""

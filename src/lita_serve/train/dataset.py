@@ -1,0 +1,159 @@
+"""Synthetic temporal-localization training data for a small LITA model.
+
+Pipeline (each step deterministic given its seed):
+
+1. :func:`make_split` draws video specs with :func:`lita_serve.data.synthetic.random_video_spec`
+   and encodes them as real mp4 files;
+2. :func:`cache_features` decodes each video ONCE with :func:`sample_video_for` (the server's own
+   sampling) and runs the frozen vision tower on it, keeping only LITA-pooled tower features
+   (``[N_vis, vision_hidden]`` per video) and the measured duration. The projector is linear, so
+   ``projector(pool(x)) == pool(projector(x))`` and training on cached pooled tower features is the
+   same computation as the full encoder (``VisualEncoder``) with the tower frozen; caching the
+   pooled rows instead of frames keeps 1000+ videos in a few tens of MB;
+3. :func:`localization_examples` turns each event into a LITA conversation,
+   ``"When does the red circle appear?" -> "<ta> <tb>"``, as prompt ids built exactly like the
+   server (:func:`lita_serve.prompt.build_input_ids`) plus answer ids; labels are -100 on the
+   prompt (visual positions included), as LITA masks its training targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lita_serve.config import LitaConfig
+from lita_serve.conversation import build_prompt
+from lita_serve.data.synthetic import VideoSpec, encode_spec, questions_for, random_video_spec
+from lita_serve.encode.clip import CLIPVisionTower
+from lita_serve.encode.visual_tokens import pool_visual_tokens
+from lita_serve.preprocess.video import sample_video_for
+from lita_serve.prompt import build_input_ids
+from lita_serve.time_tokens import seconds_to_token
+from lita_serve.tokenizer import LitaTokenizer
+
+IGNORE_INDEX = -100  # label of positions that carry no loss (LLaVA/LITA's IGNORE_INDEX)
+LOCALIZATION = "event_localization"
+
+# Small videos encode and decode fast; aspect ratios stay <= 3:2 so CLIP's centre crop keeps
+# every event slot of the synthetic generator on screen.
+DEMO_RESOLUTIONS: tuple[tuple[int, int], ...] = ((64, 64), (80, 64), (96, 64), (96, 80), (96, 96))
+DEMO_DURATION_RANGE = (5.0, 60.0)
+DEMO_FPS_RANGE = (5, 15)
+
+
+@dataclass
+class SampledClip:
+    """One decoded video: its spec (ground truth), measured duration and (optionally) its frames."""
+
+    spec: VideoSpec
+    duration: float  # seconds, as the server measures it (num_source_frames / fps)
+    frames: np.ndarray | None = None  # float32 [F, 3, S, S], CLIP-normalised; None once cached
+
+
+@dataclass(frozen=True)
+class Example:
+    """One supervised sequence: ids = prompt + answer + EOS, labels masked on the prompt."""
+
+    video_index: int
+    input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+
+
+def make_split(out_dir: Path, count: int, seed: int, *,
+               resolutions: tuple[tuple[int, int], ...] = DEMO_RESOLUTIONS,
+               duration_range: tuple[float, float] = DEMO_DURATION_RANGE,
+               fps_range: tuple[int, int] = DEMO_FPS_RANGE) -> list[VideoSpec]:
+    """Encode ``count`` random event videos (1-3 events each) into ``out_dir``; returns their specs."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    specs = []
+    for i in range(count):
+        spec = random_video_spec(rng, duration_range=duration_range, fps_range=fps_range, resolutions=resolutions)
+        specs.append(encode_spec(spec, out_dir / f"video_{seed}_{i:05d}.mp4"))
+    return specs
+
+
+def sample_split(specs: list[VideoSpec], cfg: LitaConfig) -> list[SampledClip]:
+    """Decode every video once with the server's sampling (``sample_video_for``), keeping the frames."""
+    clips = []
+    for spec in specs:
+        video = sample_video_for(spec.path, cfg, num_threads=1)
+        clips.append(SampledClip(spec=spec, duration=float(video.duration), frames=video.frames))
+    return clips
+
+
+@torch.no_grad()
+def pooled_tower_features(tower: CLIPVisionTower, frames: np.ndarray, cfg: LitaConfig) -> torch.Tensor:
+    """frames [F,3,S,S] -> LITA-pooled frozen-tower features [N_vis, vision_hidden].
+
+    Row order equals the encoder's visual tokens (``pool_visual_tokens``), so the (linear)
+    projector applied to the rows gives exactly the encoder's prompt table for the video.
+    """
+    patches = tower(torch.from_numpy(frames))  # [F, P, Dv]
+    return pool_visual_tokens(patches[None], cfg.lita, cfg.vision.grid)[0]  # [N_vis, Dv]
+
+
+def cache_features(tower: CLIPVisionTower, specs: list[VideoSpec], cfg: LitaConfig
+                   ) -> tuple[list[SampledClip], torch.Tensor]:
+    """Decode each video once and keep only its pooled tower features (frames are dropped).
+
+    Returns the clips (spec + duration, no frames) and features [num_videos, N_vis, Dv].
+    """
+    clips, rows = [], []
+    for spec in specs:
+        video = sample_video_for(spec.path, cfg, num_threads=1)
+        rows.append(pooled_tower_features(tower, video.frames, cfg))
+        clips.append(SampledClip(spec=spec, duration=float(video.duration)))
+    return clips, torch.stack(rows)
+
+
+def localization_answer(start_s: float, end_s: float, duration: float, num_time_tokens: int) -> str:
+    """LITA's answer text for a span: ``"<ta> <tb>"``."""
+    return f"{seconds_to_token(start_s, duration, num_time_tokens)} {seconds_to_token(end_s, duration, num_time_tokens)}"
+
+
+def localization_items(clips: list[SampledClip]) -> list[dict]:
+    """Every "When does the X appear?" question of every clip: {video_index, question, gt, duration}."""
+    items = []
+    for v, clip in enumerate(clips):
+        for q in questions_for(clip.spec):
+            if q["task"] == LOCALIZATION:
+                start, end = q["answer"]
+                items.append({"video_index": v, "question": q["question"], "duration": clip.duration,
+                              "gt": (float(start), float(min(end, clip.duration)))})
+    return items
+
+
+def localization_examples(tokenizer: LitaTokenizer, clips: list[SampledClip], cfg: LitaConfig,
+                          num_visual_tokens: int) -> list[Example]:
+    """Prompt/answer id sequences for every event of every clip, prompts built as the server does."""
+    examples = []
+    for item in localization_items(clips):
+        prompt = build_input_ids(tokenizer, item["question"], num_visual_tokens, cfg.text.vocab_size,
+                                 cfg.lita.visual_token_format)
+        answer = localization_answer(*item["gt"], item["duration"], cfg.lita.num_time_tokens)
+        answer_ids = tokenizer.encode(answer, allow_special=True) + [tokenizer.eos_id]
+        examples.append(Example(item["video_index"], tuple(prompt + answer_ids),
+                                tuple([IGNORE_INDEX] * len(prompt) + answer_ids)))
+    return examples
+
+
+def tokenizer_texts(specs: list[VideoSpec]) -> list[str]:
+    """The texts a tiny SentencePiece model is trained on: full prompts and captions of the videos."""
+    texts = []
+    for spec in specs:
+        for q in questions_for(spec):
+            texts.append(build_prompt(q["question"]))
+            if q["task"] != LOCALIZATION:
+                texts.extend(caption for _, _, caption in q["answer"])
+    return texts
+
+
+def with_vocab(cfg: LitaConfig, vocab_size: int) -> LitaConfig:
+    """``cfg`` with the decoder's vocabulary set to ``vocab_size``."""
+    return dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=int(vocab_size)))

@@ -1,0 +1,153 @@
+"""A deterministic AdamW training loop for the projector + decoder on cached visual features.
+
+The vision tower stays frozen (its pooled features are cached by
+:func:`lita_serve.train.dataset.visual_features`); each step projects the cached features with
+the model's own ``mm_projector`` into a per-row prompt table and runs the decoder on the
+server's prompt ids, so training sees exactly the embeddings served requests see. The loss is
+the next-token cross entropy on the answer tokens only (labels -100 elsewhere).
+
+Determinism: one ``torch.Generator`` seeded from ``seed`` orders the data, parameters are
+initialised by the caller from a seed, and ``torch.use_deterministic_algorithms`` is enabled for
+the run, so the same seed, data and thread count give the same loss sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lita_serve.errors import InvalidInputError
+from lita_serve.model import LitaModel
+from lita_serve.train.dataset import IGNORE_INDEX, Example
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """Optimiser and budget. Training stops at ``max_steps`` or after ``max_seconds``, whichever is first."""
+
+    seed: int = 0
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05  # cosine decay floor, as a fraction of lr
+    warmup_steps: int = 30
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    max_steps: int = 1000
+    max_seconds: float = 600.0
+    grad_clip: float = 1.0
+    log_every: int = 25
+
+
+@dataclass
+class TrainResult:
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    wall_s: float = 0.0
+    stopped_by: str = "max_steps"
+
+
+@dataclass
+class Batch:
+    ids: Tensor  # [B,T] long, right-padded with 0
+    labels: Tensor  # [B,T] long, IGNORE_INDEX on prompt and padding
+    valid: Tensor  # [B,T] bool
+    videos: Tensor  # [B] long, row of the feature cache
+
+
+def collate(examples: Sequence[Example]) -> Batch:
+    """Right-pad a list of examples into one batch."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.zeros(len(examples), width, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    valid = torch.zeros(len(examples), width, dtype=torch.bool)
+    for b, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[b, :n] = torch.tensor(e.input_ids)
+        labels[b, :n] = torch.tensor(e.labels)
+        valid[b, :n] = True
+    return Batch(ids, labels, valid, torch.tensor([e.video_index for e in examples]))
+
+
+def batch_loss(model: LitaModel, features: Tensor, batch: Batch) -> Tensor:
+    """Mean answer-token cross entropy. features: [num_videos, N_vis, Dv] pooled tower features."""
+    table = model.encoder.mm_projector(features[batch.videos])  # [B,N_vis,H]
+    embeds = model.decoder.embed(batch.ids, table)  # [B,T,H]
+    positions = torch.arange(batch.ids.shape[1])
+    logits = model.decoder(embeds, positions, valid=batch.valid)  # [B,T,V]
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+
+def trainable_parameters(model: LitaModel) -> list[torch.nn.Parameter]:
+    """Freeze the vision tower; the projector and the whole decoder train."""
+    for p in model.encoder.vision_tower.parameters():
+        p.requires_grad_(False)
+    return [p for n, p in model.named_parameters() if not n.startswith("encoder.vision_tower.")]
+
+
+def lr_factor(step: int, settings: TrainSettings, elapsed_s: float) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio`` at the end of the step or time budget.
+
+    Progress is the larger of the step fraction and the time fraction, so a time-bounded run
+    still ends at a low learning rate.
+    """
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    by_steps = (step - settings.warmup_steps) / max(1, settings.max_steps - settings.warmup_steps)
+    progress = min(1.0, max(by_steps, elapsed_s / settings.max_seconds))
+    return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def batch_order(num_examples: int, batch_size: int, generator: torch.Generator):
+    """Endless seeded epochs of example-index batches (the last partial batch of an epoch is dropped)."""
+    if num_examples < batch_size:
+        raise InvalidInputError(f"{num_examples} examples are fewer than one batch of {batch_size}")
+    while True:
+        perm = torch.randperm(num_examples, generator=generator).tolist()
+        for i in range(0, num_examples - batch_size + 1, batch_size):
+            yield perm[i:i + batch_size]
+
+
+def train(model: LitaModel, features: Tensor, examples: Sequence[Example], settings: TrainSettings,
+          on_log: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train ``model`` in place; returns the per-step losses and why it stopped."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    params = trainable_parameters(model)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.98), weight_decay=settings.weight_decay)
+    result = TrainResult()
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    model.train()
+    start = time.perf_counter()
+    try:
+        for step, indices in enumerate(batch_order(len(examples), settings.batch_size, generator)):
+            if step >= settings.max_steps:
+                break
+            elapsed = time.perf_counter() - start
+            if elapsed > settings.max_seconds:
+                result.stopped_by = "time_budget"
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * lr_factor(step, settings, elapsed)
+            loss = batch_loss(model, features, collate([examples[i] for i in indices]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            optimizer.step()
+            result.losses.append(float(loss.detach()))
+            result.steps = step + 1
+            if on_log is not None and (step % settings.log_every == 0 or step + 1 == settings.max_steps):
+                on_log({"step": step, "loss": round(float(loss), 4), "lr": optimizer.param_groups[0]["lr"],
+                        "elapsed_s": round(time.perf_counter() - start, 1)})
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        model.eval()
+    result.wall_s = time.perf_counter() - start
+    return result
