@@ -11,12 +11,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from lita_serve.decode.sampling import SamplingParams
 from lita_serve.decode.service import DecodeEvent, DecoderService
+from lita_serve.encode.cache import FeatureCache, config_fingerprint, default_cache_dir
+from lita_serve.encode.cached import CachedEncoder, EncodeJob
 from lita_serve.postprocess.render import Renderer
-from lita_serve.preprocess.request import prepare_video
+from lita_serve.preprocess.request import prepare_cached
 from lita_serve.serve.layout import RepositoryLayout
 from lita_serve.serve.torch_engine import load_decoder, load_encoder
 from lita_serve.time_tokens import Segment
@@ -37,10 +37,16 @@ class PipelineAnswer:
 class LitaPipeline:
     """In-process equivalent of the ``lita`` ensemble."""
 
-    def __init__(self, repository: str | Path, device: str | None = None) -> None:
+    def __init__(self, repository: str | Path, device: str | None = None, feature_cache: bool = False) -> None:
+        """``feature_cache=True`` uses the repository's visual-feature cache like the server does
+        (off by default, so the pipeline stays the uncached reference)."""
         layout = RepositoryLayout.of(repository)
         self.cfg = layout.load_config()
         self.encoder = load_encoder(layout, self.cfg, device=device)
+        cache = (FeatureCache.for_repository(layout.root, self.cfg) if feature_cache
+                 else FeatureCache(default_cache_dir(layout.root), 0))
+        self.cached_encoder = CachedEncoder(self.encoder, self.cfg, cache)
+        self.fingerprint = config_fingerprint(self.cfg, layout.encoder_weights)
         decoder = load_decoder(layout, self.cfg, device=device)
         self.tokenizer = LitaTokenizer.from_file(layout.tokenizer_path, self.cfg.lita.num_time_tokens)
         self.decoder = DecoderService(decoder, self.tokenizer, self.cfg, max_batch=1)
@@ -48,14 +54,15 @@ class LitaPipeline:
 
     def encode(self, video: bytes, duration: float | None = None):
         """-> (embeddings [N_vis, H] numpy, duration, stats)."""
-        prepared = prepare_video(video, self.cfg, duration)
-        start = time.perf_counter()
-        weight = next(self.encoder.parameters())
-        with torch.inference_mode():
-            frames = torch.from_numpy(prepared.frames[None]).to(weight.device, weight.dtype)  # [1,F,3,S,S]
-            table = self.encoder(frames)[0].float().cpu().numpy()  # [N_vis, H]
-        prepared.stats["encode_ms"] = round((time.perf_counter() - start) * 1e3, 3)
-        return table, prepared.duration, prepared.stats
+        prepared = prepare_cached(video, self.cfg, self.cached_encoder.cache, self.fingerprint, duration)
+        job = EncodeJob(prepared.frames, prepared.key, prepared.source_duration, video)
+        result = self.cached_encoder.run([job])[0]
+        if result.error is not None:
+            raise result.error
+        stats = {**prepared.stats, **{k: v for k, v in result.stats.items() if k != "encode_batch"}}
+        if not self.cached_encoder.cache.enabled:
+            stats.pop("cache", None)
+        return result.embeddings, prepared.duration, stats
 
     def ask(self, video: bytes, question: str, params: SamplingParams | None = None,
             duration: float | None = None) -> PipelineAnswer:

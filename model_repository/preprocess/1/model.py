@@ -1,4 +1,8 @@
-"""Triton adapter: video bytes -> CLIP-normalised frames + the video's duration (lita_serve.preprocess)."""
+"""Triton adapter: video bytes -> CLIP-normalised frames + the video's duration (lita_serve.preprocess).
+
+With the visual-feature cache on, a video whose features the encoder already holds is not
+decoded: FRAMES is empty ([1, 0, 3, S, S]) and CACHE_KEY names the entry.
+"""
 
 import os
 import sys
@@ -11,14 +15,18 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from lita_serve.preprocess.request import prepare_video  # noqa: E402
+from lita_serve.encode.cache import FeatureCache, config_fingerprint  # noqa: E402
+from lita_serve.preprocess.request import prepare_cached  # noqa: E402
 from lita_serve.serve import triton_io  # noqa: E402
 from lita_serve.serve.layout import RepositoryLayout  # noqa: E402
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        self.cfg = RepositoryLayout.from_model_dir(args["model_repository"]).load_config()
+        layout = RepositoryLayout.from_model_dir(args["model_repository"])
+        self.cfg = layout.load_config()
+        self.cache = FeatureCache.for_repository(layout.root, self.cfg)
+        self.fingerprint = config_fingerprint(self.cfg, layout.encoder_weights)
 
     def execute(self, requests):
         return [self._one(request) for request in requests]
@@ -28,11 +36,14 @@ class TritonPythonModel:
             triton_io.check_batch_of_one(request, pb_utils, "VIDEO")
             data = triton_io.single(request, pb_utils, "VIDEO")
             duration = triton_io.single(request, pb_utils, "DURATION", required=False)
-            video = prepare_video(bytes(data), self.cfg, None if duration is None else float(duration))
+            video = prepare_cached(bytes(data), self.cfg, self.cache, self.fingerprint,
+                                   None if duration is None else float(duration))
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             return triton_io.error_response(pb_utils, exc)
         return pb_utils.InferenceResponse([
-            pb_utils.Tensor("FRAMES", video.frames[None]),  # [1, F, 3, S, S]
+            pb_utils.Tensor("FRAMES", video.frames[None]),  # [1, F, 3, S, S] or [1, 0, 3, S, S] on a hit
             pb_utils.Tensor("VIDEO_DURATION", np.array([[video.duration]], dtype=np.float32)),
             triton_io.bytes_tensor(pb_utils, "STATS", json.dumps(video.stats)),
+            triton_io.bytes_tensor(pb_utils, "CACHE_KEY", video.key),
+            pb_utils.Tensor("SOURCE_DURATION", np.array([[video.source_duration]], dtype=np.float32)),
         ])

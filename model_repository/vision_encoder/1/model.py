@@ -1,4 +1,9 @@
-"""Triton adapter: frames -> LITA visual embeddings (tower + projector + pooling), dynamically batched."""
+"""Triton adapter: frames -> LITA visual embeddings (tower + projector + pooling), dynamically batched,
+with the visual-feature cache (lita_serve.encode.cached): hits skip encoding, misses are stored.
+
+Hit/miss counts are exported with Triton's metrics as ``lita_feature_cache_lookups_total``
+(label ``result``) and reported in each response's stats (``"cache": "hit"|"miss"``).
+"""
 
 import os
 import sys
@@ -7,15 +12,36 @@ import sys
 sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
 
 import json  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
+from lita_serve.encode.cache import FeatureCache  # noqa: E402
+from lita_serve.encode.cached import CachedEncoder, EncodeJob  # noqa: E402
 from lita_serve.serve import triton_io  # noqa: E402
 from lita_serve.serve.layout import RepositoryLayout  # noqa: E402
 from lita_serve.serve.torch_engine import load_encoder  # noqa: E402
+
+
+class CacheMetrics:
+    """Prometheus counters for cache lookups; a no-op where the backend has no custom metrics."""
+
+    def __init__(self):
+        self.counters = {}
+        try:
+            family = pb_utils.MetricFamily(name="lita_feature_cache_lookups_total",
+                                           description="Visual-feature cache lookups by result",
+                                           kind=pb_utils.MetricFamily.COUNTER)
+            self.counters = {r: family.Metric(labels={"result": r}) for r in ("hit", "miss")}
+            self._family = family
+        except Exception:  # noqa: BLE001 - metrics disabled or unsupported: stats still report it
+            self.counters = {}
+
+    def count(self, result):
+        metric = self.counters.get(result)
+        if metric is not None:
+            metric.increment(1)
 
 
 class TritonPythonModel:
@@ -23,27 +49,35 @@ class TritonPythonModel:
         layout = RepositoryLayout.from_model_dir(args["model_repository"])
         self.cfg = layout.load_config()
         device = "cuda" if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available() else "cpu"
-        self.encoder = load_encoder(layout, self.cfg, device=device)
-        weight = next(self.encoder.parameters())
-        self.device, self.dtype = weight.device, weight.dtype
+        cache = FeatureCache.for_repository(layout.root, self.cfg)
+        self.encoder = CachedEncoder(load_encoder(layout, self.cfg, device=device), self.cfg, cache)
+        self.metrics = CacheMetrics()
+
+    def _job(self, request):
+        frames = triton_io.array(request, pb_utils, "FRAMES")  # [1, F or 0, 3, S, S]
+        key = triton_io.single(request, pb_utils, "CACHE_KEY", required=False)
+        source_duration = triton_io.single(request, pb_utils, "SOURCE_DURATION", required=False)
+        video = triton_io.single(request, pb_utils, "VIDEO", required=False)
+        return EncodeJob(frames=frames.reshape(frames.shape[-4:]),
+                         key=triton_io.text(key, "CACHE_KEY") if key is not None else "",
+                         source_duration=float(source_duration) if source_duration is not None else 0.0,
+                         video=bytes(video) if video is not None else None)
 
     def execute(self, requests):
-        start = time.perf_counter()
         try:
-            frames = [triton_io.array(r, pb_utils, "FRAMES") for r in requests]  # each [b, F, 3, S, S]
-            batch = torch.from_numpy(np.concatenate(frames)).to(self.device, self.dtype)
-            with torch.inference_mode():
-                embeddings = self.encoder(batch).float().cpu().numpy()  # [sum b, N_vis, H]
-        except Exception as exc:  # noqa: BLE001 - the batch failed as a whole
+            jobs = [self._job(r) for r in requests]
+        except Exception as exc:  # noqa: BLE001 - malformed step inputs fail the batch
             return [triton_io.error_response(pb_utils, exc) for _ in requests]
-        encode_ms = (time.perf_counter() - start) * 1e3
-        responses, offset = [], 0
-        for request, f in zip(requests, frames):
+        responses = []
+        for request, result in zip(requests, self.encoder.run(jobs)):
+            if result.error is not None:
+                responses.append(triton_io.error_response(pb_utils, result.error))
+                continue
+            self.metrics.count(result.stats.get("cache"))
             stats = triton_io.stats_in(request, pb_utils)
-            stats.update({"encode_ms": round(encode_ms, 3), "encode_batch": len(requests)})
+            stats.update(result.stats)
             responses.append(pb_utils.InferenceResponse([
-                pb_utils.Tensor("EMBEDDINGS", embeddings[offset: offset + f.shape[0]]),
-                pb_utils.Tensor("STATS_OUT", np.array([[json.dumps(stats).encode()]] * f.shape[0], dtype=np.object_)),
+                pb_utils.Tensor("EMBEDDINGS", result.embeddings[None]),  # [1, N_vis, H]
+                triton_io.bytes_tensor(pb_utils, "STATS_OUT", json.dumps(stats)),
             ]))
-            offset += f.shape[0]
         return responses

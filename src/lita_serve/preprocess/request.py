@@ -1,4 +1,9 @@
-"""The preprocess step: one request's video bytes -> normalised frames and the video's duration."""
+"""The preprocess step: one request's video bytes -> normalised frames and the video's duration.
+
+With a :class:`~lita_serve.encode.cache.FeatureCache`, :func:`prepare_cached` first hashes the
+bytes; when the encoder already holds that video's features it skips decoding and returns no
+frames (``[0, 3, S, S]``) plus the key, and the measured duration stored with the entry.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lita_serve.config import LitaConfig
+from lita_serve.encode.cache import FeatureCache, feature_key
 from lita_serve.errors import InvalidInputError, LimitExceededError
+from lita_serve.preprocess.source import load_source
 from lita_serve.preprocess.video import sample_video_for
 
 
@@ -19,6 +26,8 @@ class PreparedVideo:
     duration: float  # seconds used to turn time tokens into seconds
     source_duration: float  # seconds measured from the video itself
     stats: dict[str, float] = field(default_factory=dict)
+    key: str = ""  # feature-cache key ("" when the cache is off)
+    cached: bool = False  # True: frames is empty, the encoder holds the features under ``key``
 
 
 def check_declared_duration(duration: float | None, cfg: LitaConfig) -> float | None:
@@ -45,3 +54,35 @@ def prepare_video(data: bytes, cfg: LitaConfig, duration: float | None = None, n
         source_duration=float(video.duration),
         stats={"decode_ms": round(decode_ms, 3)},
     )
+
+
+def empty_frames(cfg: LitaConfig) -> np.ndarray:
+    """The no-frames tensor sent on a cache hit: float32 [0, 3, S, S]."""
+    s = cfg.vision.image_size
+    return np.empty((0, 3, s, s), np.float32)
+
+
+def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprint: str,
+                   duration: float | None = None, num_threads: int = 0) -> PreparedVideo:
+    """Like :func:`prepare_video`, but skip decoding when ``cache`` holds this video's features.
+
+    ``fingerprint`` is :func:`~lita_serve.encode.cache.config_fingerprint` of the serving model.
+    On a hit the frames are empty and ``cached`` is True; the request is still checked against
+    the byte and duration limits.
+    """
+    if not cache.enabled:
+        return prepare_video(data, cfg, duration, num_threads)
+    declared = check_declared_duration(duration, cfg)
+    load_source(data, cfg.limits.max_video_bytes)  # the byte limit, before hashing
+    start = time.perf_counter()
+    key = feature_key(data, fingerprint)
+    info = cache.peek(key)
+    hash_ms = round((time.perf_counter() - start) * 1e3, 3)
+    if info is not None and "duration" in info.meta:
+        measured = float(info.meta["duration"])
+        return PreparedVideo(frames=empty_frames(cfg), duration=declared if declared is not None else measured,
+                             source_duration=measured, stats={"hash_ms": hash_ms}, key=key, cached=True)
+    video = prepare_video(data, cfg, declared, num_threads)
+    video.key = key
+    video.stats["hash_ms"] = hash_ms
+    return video

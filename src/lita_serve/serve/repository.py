@@ -64,17 +64,23 @@ class Deployment:
 
 def step_tensors(cfg: LitaConfig) -> dict[str, tuple[list[TensorSpec], list[TensorSpec]]]:
     """Inputs and outputs of every step, derived from the config."""
-    s, f, h = cfg.vision.image_size, cfg.lita.sample_frames, cfg.text.hidden_size
+    s, h = cfg.vision.image_size, cfg.text.hidden_size
     n_vis = num_visual_tokens(cfg)
     sampling = [TensorSpec(name, dt, (1,), optional=True) for name, dt in SAMPLING_INPUTS.values()]
+    # Visual-feature cache: FRAMES is empty ([0, 3, S, S]) when the encoder holds the video's
+    # features under CACHE_KEY; the video itself travels on so the encoder can recover from an
+    # entry evicted in between (lita_serve.encode.cache).
+    cache_out = [TensorSpec("CACHE_KEY", "STRING", (1,)), TensorSpec("SOURCE_DURATION", "FP32", (1,))]
     return {
         "preprocess": (
             [TensorSpec("VIDEO", "STRING", (1,)), TensorSpec("DURATION", "FP32", (1,), optional=True)],
-            [TensorSpec("FRAMES", "FP32", (f, 3, s, s)), TensorSpec("VIDEO_DURATION", "FP32", (1,)),
-             TensorSpec("STATS", "STRING", (1,))],
+            [TensorSpec("FRAMES", "FP32", (-1, 3, s, s)), TensorSpec("VIDEO_DURATION", "FP32", (1,)),
+             TensorSpec("STATS", "STRING", (1,)), *cache_out],
         ),
         "vision_encoder": (
-            [TensorSpec("FRAMES", "FP32", (f, 3, s, s)), TensorSpec("STATS", "STRING", (1,))],
+            [TensorSpec("FRAMES", "FP32", (-1, 3, s, s)), TensorSpec("STATS", "STRING", (1,)),
+             *[TensorSpec(t.name, t.dtype, t.dims, optional=True) for t in cache_out],
+             TensorSpec("VIDEO", "STRING", (1,), optional=True)],
             [TensorSpec("EMBEDDINGS", "FP32", (n_vis, h)), TensorSpec("STATS_OUT", "STRING", (1,))],
         ),
         "llm": (
@@ -159,8 +165,10 @@ def ensemble_config(dep: Deployment) -> str:
     sampling = {step: name for name, (step, _) in SAMPLING_INPUTS.items()}
     steps = [
         _step("preprocess", {"VIDEO": "video", "DURATION": "duration"},
-              {"FRAMES": "_frames", "VIDEO_DURATION": "_duration", "STATS": "_stats_pre"}),
-        _step("vision_encoder", {"FRAMES": "_frames", "STATS": "_stats_pre"},
+              {"FRAMES": "_frames", "VIDEO_DURATION": "_duration", "STATS": "_stats_pre",
+               "CACHE_KEY": "_cache_key", "SOURCE_DURATION": "_source_duration"}),
+        _step("vision_encoder", {"FRAMES": "_frames", "STATS": "_stats_pre", "CACHE_KEY": "_cache_key",
+                                 "SOURCE_DURATION": "_source_duration", "VIDEO": "video"},
               {"EMBEDDINGS": "_embeddings", "STATS_OUT": "_stats_enc"}),
         _step("llm", {"QUESTION": "text_input", "PROMPT_EMBEDDING_TABLE": "_embeddings", "DURATION": "_duration",
                       "STATS": "_stats_enc", **sampling},

@@ -1,0 +1,92 @@
+"""The vision-encoder step with the feature cache: cached features are reused, the rest are
+encoded in one batch and stored.
+
+Each request carries either frames (decoded by the preprocess step) or no frames and a cache key
+(the preprocess step found the features). If such an entry was evicted in between, the step
+decodes the request's video itself, so an eviction race costs time but never fails a request.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lita_serve.config import LitaConfig
+from lita_serve.encode.cache import FeatureCache
+from lita_serve.preprocess.request import prepare_video
+
+
+@dataclass
+class EncodeJob:
+    """One request's input to the encoder step."""
+
+    frames: np.ndarray  # float32 [F, 3, S, S], or [0, 3, S, S] when the preprocess step found a cache entry
+    key: str = ""  # feature-cache key; "" when the cache is off
+    source_duration: float = 0.0  # the video's measured duration, stored with the features
+    video: bytes | None = None  # the request's video, decoded here only after an eviction race
+
+
+@dataclass
+class EncodeResult:
+    embeddings: np.ndarray | None  # float32 [N_vis, H]
+    stats: dict[str, Any] = field(default_factory=dict)
+    error: BaseException | None = None
+
+
+class CachedEncoder:
+    """Wraps a :class:`~lita_serve.encode.VisualEncoder` with a :class:`FeatureCache`."""
+
+    def __init__(self, encoder: torch.nn.Module, cfg: LitaConfig, cache: FeatureCache) -> None:
+        self.encoder = encoder
+        self.cfg = cfg
+        self.cache = cache
+        weight = next(encoder.parameters())
+        self.device, self.dtype = weight.device, weight.dtype
+
+    def run(self, jobs: list[EncodeJob]) -> list[EncodeResult]:
+        """Features for every job; cache hits first, then one encoder batch for the misses."""
+        results = [self._lookup(job) for job in jobs]
+        todo = [i for i, r in enumerate(results) if r.embeddings is None and r.error is None]
+        if todo:
+            self._encode([jobs[i] for i in todo], [results[i] for i in todo])
+        return results
+
+    def _lookup(self, job: EncodeJob) -> EncodeResult:
+        if not self.cache.enabled or not job.key:
+            return EncodeResult(None, {"cache": "off"})
+        if job.frames.shape[0] > 0:  # the preprocess step missed: count it, encode below
+            self.cache.counters.misses += 1
+            return EncodeResult(None, {"cache": "miss"})
+        found = self.cache.get(job.key)
+        if found is not None:
+            return EncodeResult(np.array(found[0], np.float32), {"cache": "hit"})
+        # Evicted since the preprocess step looked: decode here.
+        try:
+            if job.video is None:
+                raise RuntimeError("feature-cache entry vanished and the request carries no video to decode")
+            video = prepare_video(job.video, self.cfg)
+        except Exception as exc:  # noqa: BLE001 - this request's error only
+            return EncodeResult(None, {"cache": "miss"}, exc)
+        job.frames, job.source_duration = video.frames, video.source_duration
+        return EncodeResult(None, {"cache": "miss", "cache_race": 1, **video.stats})
+
+    def _encode(self, jobs: list[EncodeJob], results: list[EncodeResult]) -> None:
+        start = time.perf_counter()
+        try:
+            batch = torch.from_numpy(np.stack([j.frames for j in jobs])).to(self.device, self.dtype)  # [B,F,3,S,S]
+            with torch.inference_mode():
+                embeddings = self.encoder(batch).float().cpu().numpy()  # [B, N_vis, H]
+        except Exception as exc:  # noqa: BLE001 - the batch failed as a whole
+            for r in results:
+                r.error = exc
+            return
+        encode_ms = round((time.perf_counter() - start) * 1e3, 3)
+        for job, result, emb in zip(jobs, results, embeddings):
+            result.embeddings = emb
+            result.stats.update({"encode_ms": encode_ms, "encode_batch": len(jobs)})
+            if job.key:
+                self.cache.put(job.key, emb, {"duration": float(job.source_duration)})

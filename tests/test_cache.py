@@ -1,0 +1,171 @@
+"""The visual-feature cache: LRU by bytes across processes, keys, and its use by the real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from triton_calls import request_inputs
+from videos import make_mp4
+
+from lita_serve.config import LitaConfig
+from lita_serve.encode.cache import FeatureCache, config_fingerprint, default_cache_dir, feature_key
+from lita_serve.encode.cached import CachedEncoder, EncodeJob
+from lita_serve.pipeline import LitaPipeline
+from lita_serve.preprocess.request import prepare_cached
+
+QUESTION = "What happens in the video?"
+
+
+def entry(n_floats: int, value: float) -> np.ndarray:
+    return np.full((n_floats // 4, 4), value, np.float32)
+
+
+# --- the store --------------------------------------------------------------------------------
+def test_round_trip_keeps_array_and_meta(tmp_path):
+    cache = FeatureCache(tmp_path, 1 << 20)
+    arr = np.arange(24, dtype=np.float32).reshape(6, 4)
+    assert cache.put("ab12", arr, {"duration": 3.5})
+    got, meta = cache.get("ab12")
+    np.testing.assert_array_equal(got, arr)
+    assert meta == {"duration": 3.5}
+    assert cache.peek("ab12").shape == (6, 4)
+    assert cache.get("cd34") is None
+    assert (cache.counters.hits, cache.counters.misses) == (1, 1)
+
+
+def test_lru_by_bytes_evicts_least_recently_used(tmp_path):
+    one = 4096 * 4  # bytes of one entry's array
+    cache = FeatureCache(tmp_path, 3 * one + 3 * 200)  # room for three entries and their headers
+    for i, key in enumerate(["a1", "b2", "c3"]):
+        cache.put(key, entry(4096, i), {})
+        os.utime(cache.path(key), ns=(i * 10**9, i * 10**9))  # distinct, ordered recency
+    cache.get("a1")  # a1 becomes the most recent
+    cache.put("d4", entry(4096, 9), {})
+    assert cache.peek("b2") is None  # the least recently used went
+    assert all(cache.peek(k) is not None for k in ("a1", "c3", "d4"))
+    assert cache.total_bytes() <= cache.capacity_bytes
+    assert cache.counters.evictions == 1
+
+
+def test_entry_larger_than_budget_is_not_stored_and_zero_disables(tmp_path):
+    small = FeatureCache(tmp_path / "s", 1000)
+    assert not small.put("aa", entry(4096, 1), {})
+    assert small.total_bytes() == 0
+    off = FeatureCache(tmp_path / "off", 0)
+    assert not off.enabled and not off.put("aa", entry(8, 1), {})
+    assert off.get("aa") is None and not (tmp_path / "off").exists()
+
+
+def test_entries_written_by_another_process_are_visible(tmp_path):
+    cache = FeatureCache(tmp_path, 1 << 20)
+    code = ("import numpy as np, sys; from lita_serve.encode.cache import FeatureCache;"
+            "c = FeatureCache(sys.argv[1], 1 << 20);"
+            "c.put('feed', np.full((3, 5), 7.0, np.float32), {'duration': 2.0});"
+            "print(c.get('cafe')[1]['duration'])")
+    cache.put("cafe", entry(16, 1), {"duration": 4.25})
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "4.25"  # the child read the parent's entry
+    got, meta = cache.get("feed")  # and the parent reads the child's
+    assert got.shape == (3, 5) and float(got[0, 0]) == 7.0 and meta["duration"] == 2.0
+
+
+def test_key_changes_with_bytes_and_with_config():
+    tiny = LitaConfig.from_name("tiny")
+    fp = config_fingerprint(tiny)
+    assert feature_key(b"video-a", fp) == feature_key(b"video-a", fp)
+    assert feature_key(b"video-a", fp) != feature_key(b"video-b", fp)
+    fewer = replace(tiny, lita=replace(tiny.lita, sample_frames=50))
+    larger = replace(tiny, vision=replace(tiny.vision, image_size=336))
+    renamed = replace(tiny, name="other")
+    keys = {feature_key(b"video-a", config_fingerprint(c)) for c in (tiny, fewer, larger, renamed)}
+    assert len(keys) == 4
+
+
+# --- preprocess + encoder in one process ------------------------------------------------------
+@pytest.fixture(scope="module")
+def pipeline(tiny_repo):
+    return LitaPipeline(tiny_repo, device="cpu")
+
+
+def test_hit_skips_decoding_and_race_after_eviction_still_answers(tiny_repo, pipeline, tmp_path):
+    video = make_mp4(tmp_path / "v.mp4", seconds=3.0, fps=10, size=(96, 64),
+                     color_fn=lambda i: (i * 20 % 256, 10, 90)).read_bytes()
+    cfg = pipeline.cfg
+    cache = FeatureCache(tmp_path / "cache", 1 << 24)
+    encoder = CachedEncoder(pipeline.encoder, cfg, cache)
+    fp = config_fingerprint(cfg)
+
+    cold = prepare_cached(video, cfg, cache, fp)
+    assert not cold.cached and cold.frames.shape[0] == cfg.lita.sample_frames
+    first = encoder.run([EncodeJob(cold.frames, cold.key, cold.source_duration, video)])[0]
+    assert first.stats["cache"] == "miss"
+
+    warm = prepare_cached(video, cfg, cache, fp)
+    assert warm.cached and warm.frames.shape[0] == 0 and warm.duration == pytest.approx(cold.duration)
+    hit = encoder.run([EncodeJob(warm.frames, warm.key, warm.source_duration, video)])[0]
+    assert hit.stats["cache"] == "hit"
+    np.testing.assert_array_equal(hit.embeddings, first.embeddings)
+
+    cache.remove(warm.key)  # evicted between the preprocess lookup and the encoder
+    raced = encoder.run([EncodeJob(warm.frames, warm.key, warm.source_duration, video)])[0]
+    assert raced.error is None and raced.stats["cache"] == "miss" and raced.stats["cache_race"] == 1
+    np.testing.assert_allclose(raced.embeddings, first.embeddings, rtol=1e-5, atol=1e-6)
+
+
+# --- through the real server ------------------------------------------------------------------
+def ask(url: str, video: bytes, question: str = QUESTION, max_tokens: int = 8) -> dict:
+    """One request over a gRPC stream; -> {"text", "stats"} of the final response."""
+    client = grpcclient.InferenceServerClient(url)
+    responses: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: responses.put((result, error)))
+    try:
+        client.async_stream_infer("lita", request_inputs(video, question, max_tokens=max_tokens))
+        while True:
+            result, error = responses.get(timeout=120)
+            if error is not None:
+                raise AssertionError(f"request failed: {error}")
+            if result.as_numpy("is_final")[0][0]:
+                return {"text": result.as_numpy("raw_text_output")[0][0].decode(),
+                        "stats": json.loads(result.as_numpy("stats")[0][0].decode())}
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+def metric_values(server) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://{server.host}:{server.ports.metrics}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith("lita_feature_cache_lookups_total")}
+
+
+@pytest.mark.server
+def test_server_second_question_hits_and_answers_like_cold(triton_server, tiny_repo, tmp_path):
+    video = make_mp4(tmp_path / "s.mp4", seconds=4.0, fps=10, size=(96, 64),
+                     color_fn=lambda i: (30, i * 13 % 256, 200)).read_bytes()
+    url = triton_server.grpc_url
+    cold = ask(url, video)
+    assert cold["stats"]["cache"] == "miss" and "decode_ms" in cold["stats"]
+    warm = ask(url, video)
+    assert warm["stats"]["cache"] == "hit" and "decode_ms" not in warm["stats"]
+    assert warm["text"] == cold["text"]
+    metrics = metric_values(triton_server)
+    assert metrics.get('lita_feature_cache_lookups_total{result="hit"}', 0) >= 1
+    assert metrics.get('lita_feature_cache_lookups_total{result="miss"}', 0) >= 1
+
+    # An entry evicted since it was stored: the request decodes again and still answers the same.
+    cfg = LitaConfig.load(Path(tiny_repo) / "lita.json")
+    cache = FeatureCache(default_cache_dir(tiny_repo), cfg.limits.feature_cache_bytes)
+    cache.clear()
+    again = ask(url, video)
+    assert again["stats"]["cache"] == "miss" and again["text"] == cold["text"]
