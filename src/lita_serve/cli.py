@@ -82,6 +82,21 @@ def _add_build(sub) -> None:
     p.set_defaults(func=cmd_build)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Build the demo model, serve it, ask about a generated video, print the answer, stop."""
+    from lita_serve.demo import run_demo
+
+    result = run_demo(args.repository, args.workdir)
+    return 0 if result.segments else 1
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help=cmd_demo.__doc__)
+    p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
+    p.add_argument("--workdir", type=Path, default=Path("artifacts/demo"))
+    p.set_defaults(func=cmd_demo)
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help=cmd_serve.__doc__)
     p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
@@ -110,7 +125,7 @@ def _add_check(sub) -> None:
     p.set_defaults(func=cmd_check_repository)
 
 
-COMMANDS = [_add_build, _add_serve, _add_tokenizer, _add_check]
+COMMANDS = [_add_build, _add_serve, _add_demo, _add_tokenizer, _add_check]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,97 @@
+"""``make demo``: build the demo model, serve it, ask about a generated video, print, stop.
+
+The video is made here with a known event (a red circle visible from 6.0 s to 14.5 s of a
+24 s clip), so the printed answer can be checked against the truth, within one time-token bin
+(duration / (N - 1) seconds).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lita_serve.data.synthetic import Event, make_event_video
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "demo"
+QUESTION = "When does the red circle appear?"
+DEMO_EVENT = Event(shape="circle", color="red", start_s=6.0, end_s=14.5, x=0.3, y=0.4, size=0.2)
+DEMO_DURATION_S = 24.0
+
+
+@dataclass
+class DemoResult:
+    answer_text: str
+    segments: list[tuple[float, float]]
+    truth: tuple[float, float]
+    bin_s: float
+    video: Path
+
+    @property
+    def within_one_bin(self) -> bool:
+        if not self.segments:
+            return False
+        start, end = self.segments[0]
+        return abs(start - self.truth[0]) <= self.bin_s and abs(end - self.truth[1]) <= self.bin_s
+
+
+def _ports_free(ports: tuple[int, ...]) -> bool:
+    for port in ports:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return False
+    return True
+
+
+def build_demo_repository(repository: Path, assets: Path = ASSETS, progress: bool = True) -> Path:
+    """Build ``assets`` (the trained demo checkpoint + tokenizer) into ``repository``."""
+    from lita_serve.build.pipeline import build
+
+    build(assets, assets / "tokenizer.model", lita_version="1.0", engine="torch", output=repository,
+          progress=progress)
+    return repository
+
+
+def make_demo_video(path: Path) -> Path:
+    make_event_video(path, duration_s=DEMO_DURATION_S, fps=15, width=320, height=240, events=[DEMO_EVENT], seed=7)
+    return path
+
+
+def run_demo(repository: Path, workdir: Path, assets: Path = ASSETS, printer=print) -> DemoResult:
+    from lita_serve.client import LitaClient
+    from lita_serve.serve.launcher import Ports, TritonServer
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    build_demo_repository(repository, assets)
+    printer(f"built {repository} in {time.perf_counter() - t0:.1f} s")
+    video = make_demo_video(workdir / "demo_red_circle.mp4")
+    printer(f"video: {video} ({DEMO_DURATION_S:.0f} s; the red circle is visible from "
+            f"{DEMO_EVENT.start_s:.1f} s to {DEMO_EVENT.end_s:.1f} s)")
+    ports = Ports() if _ports_free((8000, 8001, 8002)) else Ports.free()
+    with TritonServer(repository, ports=ports, log_path=workdir / "tritonserver.log") as server:
+        printer(f"tritonserver ready on {server.grpc_url}")
+        with LitaClient(server.grpc_url) as client:
+            printer(f"Q: {QUESTION}")
+            answer = client.ask(video, QUESTION)
+    from lita_serve.serve.layout import RepositoryLayout
+
+    cfg = RepositoryLayout.of(repository).load_config()
+    result = DemoResult(answer.text, [tuple(s) for s in answer.segments], (DEMO_EVENT.start_s, DEMO_EVENT.end_s),
+                        answer.duration / (cfg.lita.num_time_tokens - 1), video)
+    printer(f"A: {answer.text}")
+    printer(f"   raw: {answer.raw_text}")
+    verdict = "within one time-token bin" if result.within_one_bin else "NOT within one time-token bin"
+    printer(f"truth: {result.truth[0]:.1f}s - {result.truth[1]:.1f}s; one bin = {result.bin_s:.2f} s; answer is {verdict}")
+    return result
+
+
+def main(repository: Path, workdir: Path) -> int:
+    result = run_demo(repository, workdir)
+    return 0 if result.segments else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path("model_repository"), Path("artifacts/demo")))
