@@ -97,6 +97,86 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score the demo model on a held-out synthetic set through the real server (mIoU, R@0.3/0.5/0.7)."""
+    from lita_serve.evaluate.heldout import run_eval
+
+    run_eval(args.repository, args.workdir, num_videos=args.num_videos, build=not args.no_build)
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help=cmd_eval.__doc__)
+    p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
+    p.add_argument("--workdir", type=Path, default=Path("artifacts/eval"))
+    p.add_argument("--num-videos", type=int, default=60, help="held-out videos (1-3 questions each)")
+    p.add_argument("--no-build", action="store_true", help="use the repository as it is")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_train_demo(args: argparse.Namespace) -> int:
+    """Train the small demo model on synthetic event videos (CPU, minutes) and save it in the HF layout."""
+    from lita_serve.train.demo import train_demo
+
+    train_demo(args.output, seed=args.seed, max_minutes=args.max_minutes)
+    return 0
+
+
+def _add_train_demo(sub) -> None:
+    p = sub.add_parser("train-demo", help=cmd_train_demo.__doc__)
+    p.add_argument("--output", type=Path, default=Path("assets/demo"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-minutes", type=float, default=10.0)
+    p.set_defaults(func=cmd_train_demo)
+
+
+def cmd_convert_annotations(args: argparse.Namespace) -> int:
+    """Convert Charades-STA / ActivityNet(-RTL) / DiDeMo annotations to LITA's train.json."""
+    from lita_serve.data.annotations import convert_annotations
+
+    summary = convert_annotations(args.format, args.input, args.output, args.task, args.durations,
+                                  args.num_time_tokens, seed=args.seed, tolerance=args.tolerance)
+    for problem in summary["problems"]:
+        print(problem, file=sys.stderr)
+    print(f"{summary['entries']} entries from {summary['records']} records ({summary['problem_count']} skipped) "
+          f"-> {args.output}")
+    return 0 if summary["entries"] else 1
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert-annotations", help=cmd_convert_annotations.__doc__)
+    p.add_argument("format", choices=["charades-sta", "activitynet", "didemo"])
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--task", default="event_localization",
+                   choices=["event_localization", "dense_captioning", "event_classification", "reasoning"])
+    p.add_argument("--durations", type=Path, default=None, help="JSON {video: seconds} or Charades CSV")
+    p.add_argument("--num-time-tokens", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tolerance", type=float, default=0.0, help="seconds a span may overshoot the duration")
+    p.set_defaults(func=cmd_convert_annotations)
+
+
+def cmd_load_test(args: argparse.Namespace) -> int:
+    """Load-test the ensemble with perf_analyzer (gRPC streaming); saves CSV, PNG plot and summary."""
+    from lita_serve.loadtest.run import run_load_test
+
+    lo, _, hi = args.concurrency.partition(":")
+    summary = run_load_test(None if args.url else args.repository, args.output, (int(lo), int(hi or lo)),
+                            url=args.url)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _add_load_test(sub) -> None:
+    p = sub.add_parser("load-test", help=cmd_load_test.__doc__)
+    p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
+    p.add_argument("--url", default=None, help="host:grpc_port of a running server (default: start one)")
+    p.add_argument("--concurrency", default="1:8", help="A:B concurrency range")
+    p.add_argument("--output", type=Path, default=Path("artifacts/load"))
+    p.set_defaults(func=cmd_load_test)
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help=cmd_serve.__doc__)
     p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
@@ -125,7 +205,7 @@ def _add_check(sub) -> None:
     p.set_defaults(func=cmd_check_repository)
 
 
-COMMANDS = [_add_build, _add_serve, _add_demo, _add_tokenizer, _add_check]
+COMMANDS = [_add_build, _add_serve, _add_demo, _add_eval, _add_train_demo, _add_convert, _add_load_test, _add_tokenizer, _add_check]
 
 
 def parser() -> argparse.ArgumentParser:
