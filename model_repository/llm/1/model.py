@@ -47,10 +47,9 @@ class TritonPythonModel:
                 job = self.service.prepare(question, table.reshape(table.shape[-2:]), duration, params,
                                            stream=stream, emit=self._emitter(sender),
                                            stats=triton_io.stats_in(request, pb_utils))
+                self.service.submit(job)  # ServerBusyError beyond limits.max_concurrent_requests
             except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
                 sender.send(triton_io.error_response(pb_utils, exc), flags=FINAL)
-                continue
-            self.service.submit(job)
         return None
 
     @staticmethod

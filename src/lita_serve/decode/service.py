@@ -4,6 +4,10 @@ Requests are queued and a worker thread runs whatever is waiting (up to ``max_ba
 batch through :func:`~lita_serve.decode.generate.generate_batch`, emitting an event per new
 token (streaming) or one at the end. An exception while running a batch fails the requests of
 that batch only; the worker keeps serving.
+
+Admission: at most ``cfg.limits.max_concurrent_requests`` submitted requests are in flight
+(queued or generating); :meth:`DecoderService.submit` rejects one more at once with
+:class:`ServerBusyError`, which the server reports as UNAVAILABLE so clients back off and retry.
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ from lita_serve.decode.generate import GenerationRequest, generate_batch
 from lita_serve.decode.llama import LlamaDecoder
 from lita_serve.decode.sampling import SamplingParams
 from lita_serve.encode.visual_tokens import num_visual_tokens
-from lita_serve.errors import InvalidInputError
+from lita_serve.errors import InvalidInputError, LitaError
 from lita_serve.prompt import build_input_ids
 from lita_serve.tokenizer import LitaTokenizer
 
 logger = logging.getLogger(__name__)
+
+
+class ServerBusyError(LitaError):
+    """The decoder already holds its limit of concurrent requests; retry later."""
 
 
 @dataclass
@@ -53,6 +61,7 @@ class DecodeJob:
     emit: Callable[[DecodeEvent], None]
     stats: dict[str, float] = field(default_factory=dict)
     queued_at: float = field(default_factory=time.perf_counter)
+    admitted: bool = False  # counted against the concurrency limit until its final event
 
 
 class DecoderService:
@@ -64,8 +73,11 @@ class DecoderService:
         self.cfg = cfg
         self.max_batch = max_batch
         self.expected_visual_tokens = num_visual_tokens(cfg)
+        self.max_concurrent = int(cfg.limits.max_concurrent_requests)
         self._queue: queue.Queue[DecodeJob | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._in_flight = 0
+        self._admission = threading.Lock()
 
     # --- request preparation (runs on the caller's thread; errors are the caller's) --------
     def prepare(self, question: str, prompt_table: np.ndarray, duration: float, params: SamplingParams,
@@ -109,7 +121,7 @@ class DecoderService:
         except Exception as exc:  # fail this batch's requests only
             logger.exception("decode batch failed")
             for job in jobs:
-                job.emit(DecodeEvent([], 0, True, len(job.input_ids), job.duration, job.stats, error=exc))
+                self._finish(job, DecodeEvent([], 0, True, len(job.input_ids), job.duration, job.stats, error=exc))
             return
         end = time.perf_counter()
         for i, job in enumerate(jobs):
@@ -121,14 +133,39 @@ class DecoderService:
                 "batch_size": len(jobs),
             })
             n = len(outputs[i])
-            self._emit(job, outputs[i], 0 if job.stream else n, final=True)
+            self._finish(job, DecodeEvent(list(outputs[i]), 0 if job.stream else n, True, len(job.input_ids),
+                                          job.duration, job.stats))
 
     @staticmethod
     def _emit(job: DecodeJob, ids: list[int], new: int, final: bool) -> None:
         job.emit(DecodeEvent(list(ids), new, final, len(job.input_ids), job.duration, job.stats))
 
-    # --- worker thread ---------------------------------------------------------------------
+    def _finish(self, job: DecodeJob, event: DecodeEvent) -> None:
+        """Emit ``job``'s final event and release its admission slot, even if emitting fails."""
+        try:
+            job.emit(event)
+        except Exception:  # noqa: BLE001 - a broken response sender must not stop the batch
+            logger.exception("could not send a final response")
+        finally:
+            if job.admitted:
+                job.admitted = False
+                with self._admission:
+                    self._in_flight -= 1
+
+    # --- admission and the worker thread -----------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Submitted requests not yet answered (queued or generating)."""
+        return self._in_flight
+
     def submit(self, job: DecodeJob) -> None:
+        """Queue ``job``; ServerBusyError at once when ``max_concurrent_requests`` are in flight."""
+        with self._admission:
+            if self._in_flight >= self.max_concurrent:
+                raise ServerBusyError(f"server busy: {self._in_flight} requests in flight, the limit "
+                                      f"(limits.max_concurrent_requests) is {self.max_concurrent}; retry later")
+            self._in_flight += 1
+            job.admitted = True
         self._queue.put(job)
 
     def start(self) -> "DecoderService":

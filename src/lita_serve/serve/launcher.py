@@ -5,6 +5,10 @@ On a machine without NVIDIA's container the ``tritonserver`` binary comes from t
 version. The launcher links the stub matching this interpreter into a private backend folder,
 puts this interpreter's ``libpython`` first on ``LD_LIBRARY_PATH`` and passes the project's
 import path in ``PYTHONPATH`` (the model adapters add it to ``sys.path``).
+
+Exposure: every endpoint binds 127.0.0.1 unless ``host`` says otherwise. gRPC can be served
+over TLS (:class:`GrpcTls`: server certificate and key, plus a root certificate for mutual
+TLS). :class:`Supervisor` restarts a server that died or stayed unready.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -110,6 +115,80 @@ def server_env(extra_pythonpath: list[str] | None = None) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class GrpcTls:
+    """TLS for the gRPC endpoint: PEM files of the server's certificate and key.
+
+    ``root_cert`` (a CA certificate) turns on mutual TLS: clients must present a certificate
+    signed by it. HTTP and metrics stay plain; keep them on loopback when gRPC is exposed.
+    """
+
+    server_cert: Path
+    server_key: Path
+    root_cert: Path | None = None
+
+    def args(self) -> list[str]:
+        for label, path in (("server certificate", self.server_cert), ("server key", self.server_key),
+                            ("root certificate", self.root_cert)):
+            if path is not None and not Path(path).is_file():
+                raise ServerError(f"gRPC TLS {label} {path} is not a file")
+        flags = [f"--grpc-server-cert={Path(self.server_cert).resolve()}",
+                 f"--grpc-server-key={Path(self.server_key).resolve()}"]
+        if self.root_cert is not None:
+            return ["--grpc-use-ssl-mutual=true", *flags, f"--grpc-root-cert={Path(self.root_cert).resolve()}"]
+        return ["--grpc-use-ssl=true", *flags]
+
+
+STUB_NAME = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    """One python-backend stub: the process that runs one instance of one model's ``model.py``."""
+
+    pid: int
+    instance: str  # Triton's instance name, e.g. "llm_0_0"
+    model_file: str  # path of the model.py it runs
+
+    def alive(self) -> bool:
+        """Running (a killed stub lingers as a zombie until tritonserver reaps it)."""
+        return _proc_state(self.pid) not in (None, "Z", "X")
+
+
+def _proc_state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def stub_processes(server_pid: int) -> list[StubProcess]:
+    """The live python-backend stubs started by the tritonserver process ``server_pid`` (Linux /proc)."""
+    stubs = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or _parent(int(entry.name)) != server_pid:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        # argv: stub, model.py path, shm region, shm sizes, parent pid, backend dir, ipc, instance name, ...
+        if argv and argv[0].endswith(STUB_NAME.encode()) and len(argv) > 8:
+            stub = StubProcess(int(entry.name), argv[8].decode(errors="replace"), argv[1].decode(errors="replace"))
+            if stub.alive():
+                stubs.append(stub)
+    return sorted(stubs, key=lambda s: s.instance)
+
+
 @dataclass
 class TritonServer:
     """One tritonserver process. Use as a context manager, or ``start()`` / ``stop()``."""
@@ -120,8 +199,11 @@ class TritonServer:
     log_path: Path | None = None
     log_verbose: int = 0
     extra_args: list[str] = field(default_factory=list)
+    tls: GrpcTls | None = None
     process: subprocess.Popen | None = None
     _workdir: Path | None = None
+    _log_given: bool | None = None
+    stubs: list[StubProcess] = field(default_factory=list)
 
     @property
     def grpc_url(self) -> str:
@@ -139,21 +221,38 @@ class TritonServer:
             f"--http-address={self.host}", f"--grpc-address={self.host}", f"--metrics-address={self.host}",
             f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}", f"--metrics-port={self.ports.metrics}",
             f"--log-verbose={self.log_verbose}", "--exit-timeout-secs=20",
+            *(self.tls.args() if self.tls is not None else []),
             *self.extra_args,
         ]
 
     def start(self, timeout: float = 180.0) -> "TritonServer":
         self._workdir = Path(tempfile.mkdtemp(prefix="lita-triton-"))
         backends = prepare_backends(self._workdir)
-        log_path = self.log_path or self._workdir / "server.log"
-        self.log_path = Path(log_path)
-        self._log = open(self.log_path, "ab")
+        if self._log_given is None:
+            self._log_given = self.log_path is not None
+        # A restart after stop() gets a fresh log in the new work folder unless the caller chose one.
+        self.log_path = Path(self.log_path) if self._log_given else self._workdir / "server.log"
         cmd = self.command(backends)
+        self._log = open(self.log_path, "ab")
         logger.info("starting tritonserver", extra={"cmd": " ".join(cmd)})
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=server_env(),
                                         start_new_session=True)
         self.wait_ready(timeout)
+        self.stubs = stub_processes(self.process.pid)
         return self
+
+    def dead_stubs(self) -> list[StubProcess]:
+        """Stubs running when the server became ready that are gone now.
+
+        Triton 2.51 does not restart a crashed python-backend stub: its model stays "ready" while
+        every request to it fails with "Stub process '<instance>' is not healthy". Only a restart
+        (see :class:`Supervisor`) recovers it.
+        """
+        return [stub for stub in self.stubs if not stub.alive()]
+
+    def healthy(self) -> bool:
+        """Ready, and every model instance's stub is still running."""
+        return self.is_ready() and not self.dead_stubs()
 
     def is_ready(self) -> bool:
         try:
@@ -206,8 +305,98 @@ class TritonServer:
         self.stop()
 
 
-def serve_forever(server: TritonServer, timeout: float = 300.0) -> int:
-    """Start ``server``, forward SIGINT/SIGTERM to it, and return its exit code when it ends."""
+class Supervisor:
+    """Keep ``server`` serving: restart it when its process or a model's stub died, or it stayed unready.
+
+    Triton 2.51's python backend neither restarts a killed stub nor reports its model unready
+    (requests fail with "Stub process ... is not healthy"), so the supervisor watches the stub
+    processes itself. It also restarts a dead ``tritonserver`` and one that reports unready for
+    ``unready_after`` seconds in a row. A restart reuses the same ports, so clients that
+    retry on UNAVAILABLE reconnect. More than ``max_restarts`` restarts raise :class:`ServerError`.
+    """
+
+    def __init__(self, server: TritonServer, *, interval: float = 1.0, unready_after: float = 15.0,
+                 max_restarts: int = 5, start_timeout: float = 300.0) -> None:
+        self.server = server
+        self.interval = interval
+        self.unready_after = unready_after
+        self.max_restarts = max_restarts
+        self.start_timeout = start_timeout
+        self.restarts = 0
+        self._unready_since: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def check(self) -> bool:
+        """One supervision step; True when it restarted the server."""
+        proc = self.server.process
+        dead = self.server.dead_stubs() if proc is not None else []
+        if proc is None or proc.poll() is not None:
+            reason = f"tritonserver exited with code {proc.returncode if proc else None}"
+        elif dead:
+            reason = "python backend stub(s) died: " + ", ".join(f"{s.instance} (pid {s.pid})" for s in dead)
+        elif self.server.is_ready():
+            self._unready_since = None
+            return False
+        else:
+            now = time.monotonic()
+            self._unready_since = self._unready_since or now
+            if now - self._unready_since < self.unready_after:
+                return False
+            reason = f"tritonserver unready for {now - self._unready_since:.0f} s"
+        self.restart(reason)
+        return True
+
+    def restart(self, reason: str) -> None:
+        if self.restarts >= self.max_restarts:
+            raise ServerError(f"{reason}; gave up after {self.restarts} restarts:\n{self.server.log_tail()}")
+        self.restarts += 1
+        logger.warning("restarting tritonserver", extra={"reason": reason, "restart": self.restarts})
+        self.server.stop()
+        self._unready_since = None
+        self.server.start(self.start_timeout)
+
+    def run(self) -> None:
+        """Supervise until :meth:`stop`; re-raises the error that made it give up."""
+        while not self._stop.wait(self.interval):
+            self.check()
+
+    def _run_logged(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # noqa: BLE001 - kept for whoever stops the supervisor
+            self.error = exc
+            logger.error("supervisor stopped", exc_info=exc)
+
+    def start(self) -> "Supervisor":
+        """Start the server if needed, then supervise it on a background thread."""
+        if self.server.process is None:
+            self.server.start(self.start_timeout)
+        self._thread = threading.Thread(target=self._run_logged, name="lita-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> int | None:
+        """Stop supervising, then stop the server; returns its exit code."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return self.server.stop()
+
+    def __enter__(self) -> "Supervisor":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve_forever(server: TritonServer, timeout: float = 300.0, supervise: bool = False) -> int:
+    """Start ``server``, forward SIGINT/SIGTERM to it, and return its exit code when it ends.
+
+    ``supervise``: restart it (see :class:`Supervisor`) instead of failing when it dies or stays unready.
+    """
     server.start(timeout)
     stopping = {"flag": False}
 
@@ -215,9 +404,12 @@ def serve_forever(server: TritonServer, timeout: float = 300.0) -> int:
         stopping["flag"] = True
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor(server, start_timeout=timeout) if supervise else None
     try:
         while not stopping["flag"]:
-            if server.process is None or server.process.poll() is not None:
+            if supervisor is not None:
+                supervisor.check()
+            elif server.process is None or server.process.poll() is not None:
                 code = server.process.returncode if server.process else 1
                 raise ServerError(f"tritonserver exited unexpectedly with code {code}:\n{server.log_tail()}")
             time.sleep(0.5)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lita_serve.decode.sampling import SamplingParams
+from lita_serve.decode.service import ServerBusyError
 from lita_serve.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -89,9 +90,13 @@ def bytes_tensor(pb_utils: Any, name: str, value: str | bytes) -> Any:
 
 
 def error_response(pb_utils: Any, exc: BaseException) -> Any:
-    """INVALID_ARG for a user's mistake, INTERNAL (and a logged traceback) for anything else."""
+    """INVALID_ARG for a user's mistake, UNAVAILABLE when the server is at its concurrency limit
+    (clients retry with backoff), INTERNAL (and a logged traceback) for anything else."""
     if isinstance(exc, InvalidInputError):
         code = pb_utils.TritonError.INVALID_ARG
+        message = str(exc)
+    elif isinstance(exc, ServerBusyError):
+        code = pb_utils.TritonError.UNAVAILABLE
         message = str(exc)
     else:
         logger.error("request failed", exc_info=exc)
