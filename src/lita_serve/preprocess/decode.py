@@ -3,10 +3,12 @@
 Two backends return the same thing, uint8 ``[F, H', W', 3]`` RGB frames plus the stream's
 frame count and frame rate:
 
-* decord (preferred): seeks to the wanted frames and lets ffmpeg's scaler (bicubic) shrink
-  them while decoding, so a 1080p clip never materialises at full resolution in Python;
-* PyAV (fallback when decord cannot be imported): decodes sequentially and reformats only the
-  wanted frames (bicubic as well).
+* PyAV (preferred): one demux pass, then only the packets the wanted frames depend on are
+  decoded (GOPs without a wanted frame and unwanted non-reference H.264 frames are skipped,
+  :mod:`lita_serve.preprocess.packets`), and only the wanted frames are converted and shrunk
+  (bicubic) — exact frames, about half the decoding work on typical H.264;
+* decord: seeks to the wanted frames and lets ffmpeg's scaler (bicubic) shrink them while
+  decoding, but converts every decoded frame.
 
 Every decoder failure becomes a :class:`VideoDecodeError`; nothing from decord escapes raw.
 """
@@ -20,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from lita_serve.errors import VideoDecodeError
+from lita_serve.preprocess.packets import PacketLayout
 from lita_serve.preprocess.probe import count_video_packets
 from lita_serve.preprocess.source import VideoSource
 
@@ -40,7 +43,7 @@ PlanFn = Callable[[int, float], np.ndarray]  # (num_source_frames, fps) -> indic
 
 
 def available_backends() -> tuple[str, ...]:
-    return ("decord", "pyav") if _decord is not None else ("pyav",)
+    return ("pyav", "decord") if _decord is not None else ("pyav",)
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -79,54 +82,76 @@ def decode_decord(src: VideoSource, plan: PlanFn, width: int, height: int,
     return DecodedFrames(frames=frames, num_source_frames=num, fps=fps)
 
 
-def _pyav_fps(src: VideoSource) -> float:
-    import av  # noqa: PLC0415
-
-    try:
-        with av.open(src.open_stream(), mode="r") as container:
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            return float(rate) if rate else 0.0
-    except Exception:  # noqa: BLE001 - probe_video already opened it; treat as unknown rate
-        return 0.0
-
-
 def decode_pyav(src: VideoSource, plan: PlanFn, width: int, height: int,
                 num_threads: int = 0) -> DecodedFrames:
-    """Decode the ``plan(n, fps)`` frames at ``width x height`` with PyAV (sequential decode)."""
+    """Decode the ``plan(n, fps)`` frames at ``width x height`` with PyAV, skipping what is not needed.
+
+    One demux pass lists the packets; then only packets that the wanted frames depend on go to
+    the decoder (:func:`lita_serve.preprocess.packets.needed_packets`): GOPs without a wanted
+    frame are skipped and so are non-reference H.264 frames that are not wanted. The result is
+    exactly the frames a full sequential decode gives. Only the wanted frames are converted.
+    """
     import av  # noqa: PLC0415
 
-    num = count_video_packets(src, stop_after=2**62)
-    fps = _pyav_fps(src)
-    indices = plan(num, fps)
-    wanted: dict[int, list[int]] = {}
-    for slot, idx in enumerate(indices.tolist()):
-        wanted.setdefault(idx, []).append(slot)
-    frames = np.empty((len(indices), height, width, 3), np.uint8)
-    filled = 0
     try:
-        with av.open(src.open_stream(), mode="r") as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            if num_threads:
-                stream.codec_context.thread_count = num_threads
-            last = int(indices.max())
-            for i, frame in enumerate(container.decode(stream)):
-                if i in wanted:
-                    rgb = frame.reformat(width=width, height=height, format="rgb24",
-                                         interpolation="BICUBIC").to_ndarray()
-                    for slot in wanted[i]:
-                        frames[slot] = rgb
-                        filled += 1
-                if i >= last:
-                    break
+        container = av.open(src.open_stream(), mode="r")
     except Exception as exc:  # av.FFmpegError and friends
-        raise VideoDecodeError(f"{src.label} is truncated or corrupt: {exc}") from None
+        raise _open_failure(src, exc) from None
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if num_threads:
+            stream.codec_context.thread_count = num_threads
+        try:
+            packets = [p for p in container.demux(stream) if p.size]
+        except Exception as exc:  # noqa: BLE001
+            raise VideoDecodeError(f"{src.label} is truncated or corrupt: {exc}") from None
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        indices = plan(len(packets), fps)
+        layout = PacketLayout.of(packets, stream.codec_context.name, stream.codec_context.extradata)
+        frames = np.empty((len(indices), height, width, 3), np.uint8)
+        filled = _decode_selected(stream.codec_context, packets, layout, indices, frames, width, height, src)
     if filled < len(indices):
         raise VideoDecodeError(
-            f"{src.label} is truncated or corrupt: decoded fewer frames than its {num} packets"
+            f"{src.label} is truncated or corrupt: decoded fewer frames than its {len(packets)} packets"
         )
-    return DecodedFrames(frames=frames, num_source_frames=num, fps=fps)
+    return DecodedFrames(frames=frames, num_source_frames=len(packets), fps=fps)
+
+
+def _decode_selected(codec, packets, layout: "PacketLayout", indices: np.ndarray, out: np.ndarray,
+                     width: int, height: int, src: VideoSource) -> int:
+    """Feed the needed packets to ``codec``; write the wanted frames into ``out``; -> slots filled."""
+    slots: dict[int, list[int]] = {}
+    for slot, idx in enumerate(indices.tolist()):
+        slots.setdefault(idx, []).append(slot)
+    filled = 0
+
+    try:
+        for pos in layout.needed_packets(set(slots)):
+            for frame in codec.decode(packets[pos]):
+                filled += _store(frame, layout, slots, out, width, height)
+            if not slots:
+                break
+        if slots:
+            for frame in codec.decode(None):
+                filled += _store(frame, layout, slots, out, width, height)
+    except Exception as exc:  # av.FFmpegError and friends
+        raise VideoDecodeError(f"{src.label} is truncated or corrupt: {exc}") from None
+    return filled
+
+
+def _store(frame, layout: "PacketLayout", slots: dict[int, list[int]], out: np.ndarray, width: int,
+           height: int) -> int:
+    """Convert ``frame`` into its output slots if it is wanted; -> slots filled."""
+    index = layout.display_index(frame.pts)
+    wanted = slots.pop(index, None)
+    if not wanted:
+        return 0
+    rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    for slot in wanted:
+        out[slot] = rgb
+    return len(wanted)
 
 
 BACKENDS: dict[str, Callable[..., DecodedFrames]] = {"decord": decode_decord, "pyav": decode_pyav}
