@@ -1,0 +1,155 @@
+"""Serving benchmarks through the real tritonserver (tiny LITA model, torch engine, CPU):
+
+* overhead: end-to-end latency through the server vs :class:`~lita_serve.pipeline.LitaPipeline`
+  in-process, concurrency 1, same video, question and sampling (feature cache off for both);
+* throughput: requests/s at concurrency 1, 2, 4, 8 (dynamic batching in the encoder, batched
+  decoding in the LLM step; cache off so every request decodes and encodes);
+* cache: a repeated question on the same video (warm, features cached) vs the first one (cold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import ARTIFACTS, build_bench_repository, compare, machine_note
+
+QUESTION = "When does the red circle appear?"
+MAX_TOKENS = 16
+
+
+def bench_video(short: bool) -> bytes:
+    """A 30 s 720p H.264 video (the frame-sampling benchmark's), or a small synthetic one with --short."""
+    if short:
+        from lita_serve.loadtest.inputs import make_videos  # noqa: PLC0415
+
+        return make_videos(ARTIFACTS / "serving_videos", count=1, seconds=10.0)[0].read_bytes()
+    from benchmarks.frame_sampling import make_video  # noqa: PLC0415
+
+    return make_video(30, "720p").read_bytes()
+
+
+def _ask(client, video: bytes) -> float:
+    start = time.perf_counter()
+    client.ask(video, QUESTION, max_tokens=MAX_TOKENS, greedy=True)
+    return time.perf_counter() - start
+
+
+def overhead(url: str, repo: Path, video: bytes, repeat: int, threads: int) -> dict[str, Any]:
+    from lita_serve.client import LitaClient  # noqa: PLC0415
+    from lita_serve.decode.sampling import SamplingParams  # noqa: PLC0415
+    from lita_serve.pipeline import LitaPipeline  # noqa: PLC0415
+
+    pipeline = LitaPipeline(repo, device="cpu")
+    params = SamplingParams(max_tokens=MAX_TOKENS, greedy=True)
+    served, local = [], []
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the same per-process thread count as the server's models
+    with LitaClient(url) as client:
+        _ask(client, video)
+        pipeline.ask(video, QUESTION, params)
+        for _ in range(repeat):  # interleaved, so both see the same background load
+            served.append(_ask(client, video))
+            start = time.perf_counter()
+            pipeline.ask(video, QUESTION, params)
+            local.append(time.perf_counter() - start)
+    torch.set_num_threads(before)
+    t_local, t_served = statistics.median(local), statistics.median(served)
+    result = compare("serving latency, concurrency 1 (median)", "in-process pipeline", t_local * 1e3,
+                     t_served * 1e3, "ms")
+    result["overhead_pct"] = (t_served / t_local - 1) * 100
+    print(f"serving overhead: {result['overhead_pct']:.1f} % of in-process latency (target <= 10 %)")
+    return result
+
+
+def throughput(url: str, video: bytes, levels: tuple[int, ...], per_worker: int) -> list[dict[str, Any]]:
+    from lita_serve.client import LitaClient  # noqa: PLC0415
+
+    rates = {}
+    for c in levels:
+        clients = [LitaClient(url) for _ in range(c)]
+        try:
+            def worker(client) -> None:
+                for _ in range(per_worker):
+                    _ask(client, video)
+
+            _ask(clients[0], video)
+            start = time.perf_counter()
+            with ThreadPoolExecutor(c) as pool:
+                list(pool.map(worker, clients))
+            rates[c] = c * per_worker / (time.perf_counter() - start)
+        finally:
+            for client in clients:
+                client.close()
+        print(f"throughput at concurrency {c}: {rates[c]:.3f} req/s", flush=True)
+    top = max(levels)
+    return [compare(f"throughput, concurrency {top} vs 1", "concurrency 1", rates[1], rates[top], "req/s",
+                    higher_is_better=True, target=1.6), {"name": "throughput by concurrency", "rates": rates}]
+
+
+def cache_warm_vs_cold(url: str, repo: Path, video: bytes, repeat: int) -> dict[str, Any]:
+    from lita_serve.client import LitaClient  # noqa: PLC0415
+    from lita_serve.encode.cache import FeatureCache  # noqa: PLC0415
+    from lita_serve.serve.layout import RepositoryLayout  # noqa: PLC0415
+
+    cache = FeatureCache.for_repository(repo, RepositoryLayout.of(repo).load_config())
+    cold, warm = [], []
+    with LitaClient(url) as client:
+        _ask(client, video)
+        for _ in range(repeat):
+            cache.clear()  # the next request finds nothing: decode + encode
+            cold.append(_ask(client, video))
+            warm.append(_ask(client, video))  # same bytes, same sampling: features from the cache
+    return compare("repeated question, same video (median end to end)", "cold", statistics.median(cold) * 1e3,
+                   statistics.median(warm) * 1e3, "ms", target=5.0)
+
+
+@contextmanager
+def server_threads(n: int):
+    """Start servers with ``n`` OpenMP threads per model process.
+
+    Every Triton model instance is its own process with its own torch thread pool; with the
+    default (all cores each) the idle pools' spinning threads fight the busy one on a 2-core
+    host: warm requests measured 70-700 ms instead of ~35 ms.
+    """
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
+
+
+def run(short: bool = False, server_omp_threads: int = 1) -> list[dict[str, Any]]:
+    from lita_serve.serve.launcher import Ports, TritonServer  # noqa: PLC0415
+
+    print(machine_note())
+    print(f"server: {server_omp_threads} OpenMP thread(s) per model process; in-process pipeline: the same")
+    video = bench_video(short)
+    repeat = 3 if short else 8
+    results: list[dict[str, Any]] = []
+    plain = build_bench_repository(ARTIFACTS / "repo_nocache", feature_cache_bytes=0)
+    with server_threads(server_omp_threads), TritonServer(plain, ports=Ports.free()) as server:
+        results.append(overhead(server.grpc_url, plain, video, repeat, server_omp_threads))
+        results += throughput(server.grpc_url, video, (1, 2, 4, 8), per_worker=2 if short else 4)
+    cached = build_bench_repository(ARTIFACTS / "repo_cache", feature_cache_bytes=256 << 20)
+    with server_threads(server_omp_threads), TritonServer(cached, ports=Ports.free()) as server:
+        results.append(cache_warm_vs_cold(server.grpc_url, cached, video, repeat))
+    return results
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--short", action="store_true")
+    run(p.parse_args().short)
