@@ -1,0 +1,43 @@
+"""The CUDA benchmark's CPU smoke path and its no-CUDA message; the ratio helper."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import gpu_13b
+from benchmarks.common import compare
+
+
+def test_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
+    out = tmp_path / "r.json"
+    code = gpu_13b.main(["--device", "cpu", "--config", "tiny", "--frames", "8", "--new-tokens", "4",
+                         "--repeat", "1", "--json", str(out)])
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert r["frames"] == 8 and r["new_tokens"] == 4
+    assert r["visual_encoding_ms"] > 0 and r["ttft_ms"] > 0 and r["decode_tok_s"] > 0
+    assert r["bandwidth_bound_tok_s"] == pytest.approx(
+        r["bandwidth_tbs"] * 1e12 / ((r["weight_gb_per_token"] + r["kv_gb_per_token"]) * 1e9))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_gpu_benchmark_without_cuda_exits_with_a_message(capsys):
+    assert gpu_13b.main([]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_lita_13b_weight_bytes_match_vicuna_13b_size():
+    from lita_serve.config import LitaConfig
+    from lita_serve.decode.llama import LlamaDecoder
+
+    with torch.device("meta"):
+        decoder = LlamaDecoder(LitaConfig.from_name("lita-13b").text).half()
+    assert 25.0e9 < gpu_13b.weight_bytes_per_token(decoder) < 26.5e9  # ~13.0B fp16 parameters minus embeddings
+
+
+def test_compare_ratio_is_how_many_times_better():
+    assert compare("t", "base", 2.0, 1.0, "s")["ratio"] == pytest.approx(2.0)
+    assert compare("r", "base", 10.0, 15.0, "tok/s", higher_is_better=True)["ratio"] == pytest.approx(1.5)
