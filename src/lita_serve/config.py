@@ -171,13 +171,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 1024},
         "lita": {"lita_version": "1.0", "projector_type": "linear"},
     },
-    # The CPU-trained demo (``lita train-demo``): 56 px frames (4x4 patches), 100 frames = 100 time tokens.
+    # The CPU-trained demo (``lita train-demo``): 56 px frames (4x4 patches), 20 frames, 100 time tokens.
     "demo": {
         "name": "lita-demo",
         "vision": {"image_size": 56, "patch_size": 14, "hidden_size": 64, "intermediate_size": 128,
                    "num_hidden_layers": 3, "num_attention_heads": 4},
-        "text": {"vocab_size": 512, "hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 4,
-                 "num_attention_heads": 6, "num_key_value_heads": 6, "max_position_embeddings": 1024},
-        "lita": {"lita_version": "1.0", "projector_type": "linear"},
+        "text": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
+                 "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 1024},
+        "lita": {"lita_version": "1.0", "projector_type": "linear", "sample_frames": 20},
     },
 }

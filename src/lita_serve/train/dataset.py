@@ -13,7 +13,9 @@ Pipeline (each step deterministic given its seed):
 3. :func:`localization_examples` turns each event into a LITA conversation,
    ``"When does the red circle appear?" -> "<ta> <tb>"``, as prompt ids built exactly like the
    server (:func:`lita_serve.prompt.build_input_ids`) plus answer ids; labels are -100 on the
-   prompt (visual positions included), as LITA masks its training targets.
+   prompt (visual positions included), as LITA masks its training targets. Two auxiliary
+   targets ride along at the temporal visual tokens (see :mod:`lita_serve.train.loop`): the
+   frame's own time token and the words of the colours on screen in that frame.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from lita_serve.conversation import build_prompt
 from lita_serve.data.synthetic import VideoSpec, encode_spec, questions_for, random_video_spec
 from lita_serve.encode.clip import CLIPVisionTower
 from lita_serve.encode.visual_tokens import pool_visual_tokens
+from lita_serve.preprocess.sampling import frame_indices
 from lita_serve.preprocess.video import sample_video_for
 from lita_serve.prompt import build_input_ids
 from lita_serve.time_tokens import seconds_to_token
@@ -56,11 +59,18 @@ class SampledClip:
 
 @dataclass(frozen=True)
 class Example:
-    """One supervised sequence: ids = prompt + answer + EOS, labels masked on the prompt."""
+    """One supervised sequence: ids = prompt + answer + EOS, labels masked on the prompt.
+
+    ``frame_positions``/``frame_labels`` are the auxiliary frame-timestamp targets: the logits at
+    the position of temporal token ``k`` should predict the time token of frame ``k``.
+    """
 
     video_index: int
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
+    frame_positions: tuple[int, ...] = ()
+    frame_labels: tuple[int, ...] = ()
+    frame_colors: tuple[tuple[int, ...], ...] = ()  # per temporal token: ids of the visible colours' words
 
 
 def make_split(out_dir: Path, count: int, seed: int, *,
@@ -129,17 +139,46 @@ def localization_items(clips: list[SampledClip]) -> list[dict]:
     return items
 
 
+def frame_time_labels(tokenizer: LitaTokenizer, cfg: LitaConfig) -> list[int]:
+    """Time-token id of each of the ``sample_frames`` temporal tokens: frame k of F sits at relative
+    time k / (F - 1) (LITA's uniform sampling), i.e. token ``<round(k * (N - 1) / (F - 1))>``."""
+    frames, n = cfg.lita.sample_frames, cfg.lita.num_time_tokens
+    denom = max(1, frames - 1)
+    return [tokenizer.time_token_ids[int(round(k * (n - 1) / denom))] for k in range(frames)]
+
+
+MAX_VISIBLE = 3  # the synthetic generator draws at most three events
+
+
+def frame_color_ids(tokenizer: LitaTokenizer, clip: SampledClip, cfg: LitaConfig) -> tuple[tuple[int, ...], ...]:
+    """For each temporal token: the word ids of the colours on screen in that frame (EOS when none),
+    padded with IGNORE_INDEX to ``MAX_VISIBLE``. Frame times follow the server's sampling."""
+    fps = clip.spec.fps
+    indices = frame_indices(max(1, int(round(clip.duration * fps))), cfg.lita.sample_frames)
+    rows = []
+    for t in indices / fps:
+        colors = [e.state_at(t)[2] for e in clip.spec.events if e.visible_at(t)]
+        ids = [tokenizer.encode(c, allow_special=False)[0] for c in colors] or [tokenizer.eos_id]
+        rows.append(tuple(ids + [IGNORE_INDEX] * (MAX_VISIBLE - len(ids))))
+    return tuple(rows)
+
+
 def localization_examples(tokenizer: LitaTokenizer, clips: list[SampledClip], cfg: LitaConfig,
                           num_visual_tokens: int) -> list[Example]:
     """Prompt/answer id sequences for every event of every clip, prompts built as the server does."""
     examples = []
+    frame_labels = tuple(frame_time_labels(tokenizer, cfg))
+    colors = [frame_color_ids(tokenizer, clip, cfg) for clip in clips]
     for item in localization_items(clips):
         prompt = build_input_ids(tokenizer, item["question"], num_visual_tokens, cfg.text.vocab_size,
                                  cfg.lita.visual_token_format)
         answer = localization_answer(*item["gt"], item["duration"], cfg.lita.num_time_tokens)
         answer_ids = tokenizer.encode(answer, allow_special=True) + [tokenizer.eos_id]
+        first_visual = next(i for i, t in enumerate(prompt) if t >= cfg.text.vocab_size)  # temporal tokens lead
         examples.append(Example(item["video_index"], tuple(prompt + answer_ids),
-                                tuple([IGNORE_INDEX] * len(prompt) + answer_ids)))
+                                tuple([IGNORE_INDEX] * len(prompt) + answer_ids),
+                                tuple(range(first_visual, first_visual + len(frame_labels))), frame_labels,
+                                colors[item["video_index"]]))
     return examples
 
 

@@ -2,8 +2,9 @@
 
 Steps: encode train and held-out videos (different seeds, so no held-out video or event is
 seen in training), decode each once, train a tiny SentencePiece model on the prompts and convert
-it for LITA 1.0 (``<t0>..<t99>``), cache the frozen random vision tower's pooled features, train
-projector + decoder with AdamW on "When does X appear?" -> "<ta> <tb>", then evaluate the served
+it for LITA 1.0 (``<t0>..<t99>``), cache the frozen random vision tower's pooled features, install the position-aware
+initialisation (:mod:`lita_serve.train.position_init`), train projector + decoder with AdamW on
+"When does X appear?" -> "<ta> <tb>" (plus the frame-level auxiliary losses), then evaluate the served
 path on the held-out set (frames -> ``encode_video`` -> server prompt ids -> greedy ``generate``
 -> decode -> :func:`lita_serve.evaluate.score`, LITA policy) and write the checkpoint in the
 released HF layout plus ``tokenizer.model`` and ``manifest.json``.
@@ -40,6 +41,7 @@ from lita_serve.train.dataset import (
     tokenizer_texts, with_vocab,
 )
 from lita_serve.train.loop import TrainSettings, train
+from lita_serve.train.position_init import init_position_head
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ MANIFEST_FILE = "manifest.json"
 BASE_VOCAB_SIZE = 600  # SentencePiece pieces (256 of them byte fallback) before LITA's 110 added tokens
 EVAL_SEED_OFFSET = 1_000_003  # held-out videos come from a different seed stream than training
 ANSWER_MAX_TOKENS = 16
+DEFAULT_TRAIN_VIDEOS = 1500
+DEFAULT_EVAL_VIDEOS = 60  # ~2 events each: >= 100 held-out questions
+REGENERATE_COMMAND = "python -m lita_serve.train.demo --out assets/demo --seed {seed}"
 
 
 def _say(message: dict[str, Any], printer: Callable[[str], None] | None) -> None:
@@ -97,8 +102,8 @@ def _save(model: LitaModel, tokenizer_path: Path, tokenizer: LitaTokenizer, out_
     shutil.copyfile(tokenizer_path, out_dir / TOKENIZER_FILE)
 
 
-def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = 10, num_videos: int = 1200,
-               eval_videos: int = 60, printer: Callable[[str], None] | None = print,
+def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = 10, num_videos: int = DEFAULT_TRAIN_VIDEOS,
+               eval_videos: int = DEFAULT_EVAL_VIDEOS, printer: Callable[[str], None] | None = print,
                settings: TrainSettings | None = None) -> dict[str, Any]:
     """Generate data, train, evaluate on held-out videos, save into ``out_dir``; returns the manifest.
 
@@ -107,7 +112,18 @@ def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = 10, num_vid
     ``out_dir/manifest.json``. Progress is printed as one JSON object per line.
     """
     torch.manual_seed(seed)
-    out_dir = Path(out_dir)
+    # One thread: on a few cores shared with other jobs, two spinning OpenMP threads ran several
+    # times slower per step than one.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_demo(Path(out_dir), seed, max_minutes, num_videos, eval_videos, printer, settings)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, eval_videos: int,
+                printer: Callable[[str], None] | None, settings: TrainSettings | None) -> dict[str, Any]:
     base_cfg = LitaConfig.from_name(DEMO_PRESET)
     with tempfile.TemporaryDirectory(prefix="lita-train-demo-") as tmp:
         work = Path(tmp)
@@ -119,22 +135,43 @@ def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = 10, num_vid
         cfg = with_vocab(base_cfg, padded_vocab_size(base_cfg.text.vocab_size, tokenizer.vocab_size,
                                                      DEFAULT_VOCAB_MULTIPLE))
         model = build_random_model(cfg, seed)
+        init_position_head(model, tokenizer.bos_id)
         train_clips, features = cache_features(model.encoder.vision_tower, train_specs, cfg)  # [N, N_vis, Dv]
         examples = localization_examples(tokenizer, train_clips, cfg, num_visual_tokens(cfg))
         _say({"phase": "data", "train_videos": num_videos, "heldout_videos": eval_videos, "examples": len(examples),
               "seconds": round(time.perf_counter() - start, 1)}, printer)
-        settings = settings or TrainSettings(seed=seed, max_seconds=max_minutes * 60, max_steps=100_000)
+        settings = settings or TrainSettings(seed=seed, lr=3e-3, batch_size=16, max_seconds=max_minutes * 60,
+                                             max_steps=100_000, log_every=100)
         result = train(model, features, examples, settings, on_log=lambda m: _say({"phase": "train", **m}, printer))
         _save(model, tokenizer_path, tokenizer, out_dir)
         served = load_lita(out_dir, tokenizer_size=tokenizer.vocab_size)  # evaluate what was saved
         report = evaluate_clips(served, tokenizer, sample_split(eval_specs, cfg), seed=seed)
     manifest = {
-        "seed": seed, "preset": DEMO_PRESET, "train_videos": num_videos, "heldout_videos": eval_videos,
+        "seed": seed, "command": REGENERATE_COMMAND.format(seed=seed), "preset": DEMO_PRESET, "train_videos": num_videos, "heldout_videos": eval_videos,
         "train_examples": len(examples), "steps": result.steps, "stopped_by": result.stopped_by,
         "train_wall_s": round(result.wall_s, 1), "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4),
         "heldout": report_metrics(report), "summary": report.summary_line(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "torch": torch.__version__, "threads": 1, "python": platform.python_version(),
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     _say({"phase": "done", **manifest}, printer)
     return manifest
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lita_serve.train.demo --out assets/demo --seed 0`` (what ``lita train-demo`` runs)."""
+    import argparse  # noqa: PLC0415 - only for the module entry point
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, default=10.0)
+    parser.add_argument("--num-videos", type=int, default=DEFAULT_TRAIN_VIDEOS)
+    parser.add_argument("--eval-videos", type=int, default=DEFAULT_EVAL_VIDEOS)
+    args = parser.parse_args(argv)
+    train_demo(args.out, seed=args.seed, max_minutes=args.max_minutes, num_videos=args.num_videos,
+               eval_videos=args.eval_videos)
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lita_serve.errors import InvalidInputError
 from lita_serve.model import LitaModel
-from lita_serve.train.dataset import IGNORE_INDEX, Example
+from lita_serve.train.dataset import IGNORE_INDEX, MAX_VISIBLE, Example
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class TrainSettings:
     max_seconds: float = 600.0
     grad_clip: float = 1.0
     log_every: int = 25
+    frame_loss_weight: float = 0.5  # weight of the auxiliary frame-timestamp loss (0 disables it)
+    color_loss_weight: float = 0.5  # weight of the auxiliary "which colours are on screen" loss
 
 
 @dataclass
@@ -60,6 +62,9 @@ class Batch:
     labels: Tensor  # [B,T] long, IGNORE_INDEX on prompt and padding
     valid: Tensor  # [B,T] bool
     videos: Tensor  # [B] long, row of the feature cache
+    frame_positions: Tensor  # [B,F] long, positions of the temporal visual tokens
+    frame_labels: Tensor  # [B,F] long, time-token id of each temporal token
+    frame_colors: Tensor  # [B,F,K] long, word ids of the colours on screen (IGNORE_INDEX padding)
 
 
 def collate(examples: Sequence[Example]) -> Batch:
@@ -73,16 +78,48 @@ def collate(examples: Sequence[Example]) -> Batch:
         ids[b, :n] = torch.tensor(e.input_ids)
         labels[b, :n] = torch.tensor(e.labels)
         valid[b, :n] = True
-    return Batch(ids, labels, valid, torch.tensor([e.video_index for e in examples]))
+    return Batch(ids, labels, valid, torch.tensor([e.video_index for e in examples]),
+                 torch.tensor([e.frame_positions for e in examples], dtype=torch.long).reshape(len(examples), -1),
+                 torch.tensor([e.frame_labels for e in examples], dtype=torch.long).reshape(len(examples), -1),
+                 torch.tensor([e.frame_colors for e in examples], dtype=torch.long).reshape(len(examples), -1,
+                                                                                            MAX_VISIBLE))
 
 
-def batch_loss(model: LitaModel, features: Tensor, batch: Batch) -> Tensor:
-    """Mean answer-token cross entropy. features: [num_videos, N_vis, Dv] pooled tower features."""
+def color_loss(frame_logits: Tensor, colors: Tensor) -> Tensor:
+    """Mean -log p(colour word) over the colours on screen. frame_logits [B,F,V], colors [B,F,K]."""
+    logp = frame_logits.log_softmax(-1)  # [B,F,V]
+    valid = colors != IGNORE_INDEX
+    picked = logp.gather(-1, colors.clamp(min=0))  # [B,F,K]
+    return -(picked * valid).sum() / valid.sum().clamp(min=1)
+
+
+def batch_loss(model: LitaModel, features: Tensor, batch: Batch, frame_loss_weight: float = 0.0,
+               color_loss_weight: float = 0.0) -> tuple[Tensor, dict[str, float]]:
+    """Answer-token cross entropy (+ weighted frame-timestamp cross entropy).
+
+    features: [num_videos, N_vis, Dv] pooled tower features. The auxiliary term asks the logits at
+    temporal token k to name frame k's time token: dense supervision that teaches the small
+    decoder where each frame sits, which the answer tokens then copy. Serving is unaffected (the
+    logits at visual positions are never sampled).
+    """
     table = model.encoder.mm_projector(features[batch.videos])  # [B,N_vis,H]
     embeds = model.decoder.embed(batch.ids, table)  # [B,T,H]
     positions = torch.arange(batch.ids.shape[1])
     logits = model.decoder(embeds, positions, valid=batch.valid)  # [B,T,V]
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+    answer = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+    parts = {"answer_loss": float(answer.detach())}
+    if frame_loss_weight <= 0 or not batch.frame_positions.numel():
+        return answer, parts
+    rows = torch.arange(logits.shape[0])[:, None]
+    frame_logits = logits[rows, batch.frame_positions]  # [B,F,V]
+    frame = F.cross_entropy(frame_logits.flatten(0, 1), batch.frame_labels.flatten())
+    parts["frame_loss"] = float(frame.detach())
+    total = answer + frame_loss_weight * frame
+    if color_loss_weight > 0 and batch.frame_colors.numel():
+        colors = color_loss(frame_logits, batch.frame_colors)
+        parts["color_loss"] = float(colors.detach())
+        total = total + color_loss_weight * colors
+    return total, parts
 
 
 def trainable_parameters(model: LitaModel) -> list[torch.nn.Parameter]:
@@ -136,7 +173,8 @@ def train(model: LitaModel, features: Tensor, examples: Sequence[Example], setti
                 break
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * lr_factor(step, settings, elapsed)
-            loss = batch_loss(model, features, collate([examples[i] for i in indices]))
+            loss, parts = batch_loss(model, features, collate([examples[i] for i in indices]),
+                                     settings.frame_loss_weight, settings.color_loss_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
@@ -144,7 +182,8 @@ def train(model: LitaModel, features: Tensor, examples: Sequence[Example], setti
             result.losses.append(float(loss.detach()))
             result.steps = step + 1
             if on_log is not None and (step % settings.log_every == 0 or step + 1 == settings.max_steps):
-                on_log({"step": step, "loss": round(float(loss), 4), "lr": optimizer.param_groups[0]["lr"],
+                on_log({"step": step, "loss": round(float(loss.detach()), 4),
+                        **{k: round(v, 4) for k, v in parts.items()}, "lr": round(optimizer.param_groups[0]["lr"], 6),
                         "elapsed_s": round(time.perf_counter() - start, 1)})
     finally:
         torch.use_deterministic_algorithms(previous)

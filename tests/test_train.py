@@ -1,0 +1,144 @@
+"""Training a small LITA model: determinism, learning, and the committed demo checkpoint.
+
+Everything is real: mp4 files encoded by PyAV, decoded by the server's sampler, a SentencePiece
+model trained here, and the committed checkpoint loaded from its released HF layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lita_serve.checkpoint.demo import build_random_model
+from lita_serve.checkpoint.hf import load_lita
+from lita_serve.checkpoint.vocab import padded_vocab_size
+from lita_serve.config import LitaConfig
+from lita_serve.data.synthetic import Event, make_event_video
+from lita_serve.encode.visual_tokens import num_visual_tokens
+from lita_serve.evaluate import temporal_iou
+from lita_serve.preprocess.video import sample_video_for
+from lita_serve.time_tokens import parse_time_tokens, seconds_to_index
+from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.train.dataset import IGNORE_INDEX, cache_features, localization_examples, make_split, with_vocab
+from lita_serve.train.demo import MANIFEST_FILE, TOKENIZER_FILE, answer_question, build_tokenizer
+from lita_serve.train.loop import TrainSettings, train
+from lita_serve.train.position_init import init_position_head
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    """Six short real videos, a tokenizer trained on their prompts, cached features, examples."""
+    work = tmp_path_factory.mktemp("train")
+    base = LitaConfig.from_name("demo")
+    base = dataclasses.replace(base, lita=dataclasses.replace(base.lita, sample_frames=8))
+    specs = make_split(work / "videos", 6, seed=3, resolutions=((64, 64),), duration_range=(5.0, 8.0),
+                       fps_range=(5, 6))
+    tokenizer = LitaTokenizer.from_file(build_tokenizer(specs, work, "1.0", base.lita.num_time_tokens))
+    cfg = with_vocab(base, padded_vocab_size(base.text.vocab_size, tokenizer.vocab_size))
+    tower_model = build_random_model(cfg, seed=0)
+    clips, features = cache_features(tower_model.encoder.vision_tower, specs, cfg)
+    examples = localization_examples(tokenizer, clips, cfg, num_visual_tokens(cfg))
+    return cfg, tokenizer, features, examples
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread, as ``train_demo`` runs: fast on shared cores and reproducible."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(cfg, bos_id, features, examples, seed: int) -> list[float]:
+    model = build_random_model(cfg, seed=seed)
+    init_position_head(model, bos_id)
+    settings = TrainSettings(seed=seed, lr=3e-3, warmup_steps=2, batch_size=4, max_steps=10,
+                             max_seconds=1e9, log_every=1000)
+    return train(model, features, examples, settings).losses
+
+
+def test_examples_mask_the_prompt(tiny_setup):
+    cfg, tokenizer, features, examples = tiny_setup
+    n_vis = num_visual_tokens(cfg)
+    assert features.shape == (6, n_vis, cfg.vision.hidden_size)
+    for e in examples:
+        ids, labels = list(e.input_ids), list(e.labels)
+        supervised = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+        visual = [i for i, t in enumerate(ids) if t >= cfg.text.vocab_size]
+        assert len(visual) == n_vis and not set(visual) & set(supervised)
+        answer = [ids[i] for i in supervised]
+        assert answer[-1] == tokenizer.eos_id
+        assert sum(tokenizer.time_index(t) is not None for t in answer) == 2  # "<ta> <tb>"
+        assert supervised == list(range(supervised[0], len(ids)))  # the answer is the suffix
+
+
+def test_training_is_deterministic_and_learns(tiny_setup):
+    cfg, tokenizer, features, examples = tiny_setup
+    first = _run(cfg, tokenizer.bos_id, features, examples, seed=7)
+    second = _run(cfg, tokenizer.bos_id, features, examples, seed=7)
+    assert first == second
+    assert sum(first[-3:]) / 3 < 0.7 * sum(first[:3]) / 3
+    assert _run(cfg, tokenizer.bos_id, features, examples, seed=8) != first
+
+
+def test_position_head_counts_from_the_start(tiny_setup):
+    cfg, tokenizer, _, examples = tiny_setup
+    model = build_random_model(cfg, seed=0)
+    _, pos_dim = init_position_head(model, tokenizer.bos_id)
+    ids = torch.tensor([examples[0].input_ids])  # [1,T]
+    with torch.no_grad():  # any visual content, through the model's projector: [N_vis, H]
+        table = model.encoder.mm_projector(torch.randn(num_visual_tokens(cfg), cfg.vision.hidden_size))
+    captured = {}
+    layer = model.decoder.model.layers[0]
+    hook = layer.register_forward_hook(lambda _m, _i, out: captured.setdefault("x", out))
+    with torch.no_grad():
+        model.decoder(model.decoder.embed(ids, table), torch.arange(ids.shape[1]))
+    hook.remove()
+    signal = captured["x"][0, :, pos_dim]  # [T]: gain * c / (p + 1), whatever the tokens are
+    scaled = signal * torch.arange(1, ids.shape[1] + 1)
+    assert torch.allclose(scaled, scaled[0].expand_as(scaled), rtol=1e-4)
+    assert bool((signal[1:] < signal[:-1]).all())
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    if not (DEMO_DIR / "config.json").is_file():
+        pytest.fail(f"the demo checkpoint is missing from {DEMO_DIR}; run `lita train-demo`")
+    tokenizer = LitaTokenizer.from_file(DEMO_DIR / TOKENIZER_FILE)
+    return load_lita(DEMO_DIR, tokenizer_size=tokenizer.vocab_size), tokenizer
+
+
+def test_demo_manifest_records_the_measurement():
+    manifest = json.loads((DEMO_DIR / MANIFEST_FILE).read_text())
+    held = manifest["heldout"]
+    assert held["count"] >= 100
+    assert held["mIoU"] >= 0.5 and held["mIoU"] > held["random_mIoU"] + 0.2
+    assert manifest["train_wall_s"] <= 11 * 60
+
+
+@pytest.mark.parametrize(("event", "duration"), [
+    (Event("circle", "red", 5.0, 12.0, x=0.25, y=0.3, size=0.13), 20.0),
+    (Event("square", "blue", 21.0, 36.0, x=0.75, y=0.3, size=0.13), 40.0),
+])
+def test_demo_checkpoint_localizes_an_unseen_event(demo_model, tmp_path, event, duration):
+    model, tokenizer = demo_model
+    spec = make_event_video(tmp_path / "unseen.mp4", duration_s=duration, fps=10, width=96, height=64,
+                            events=[event], seed=12345)
+    video = sample_video_for(spec.path, model.config)
+    table = model.encode_video(torch.from_numpy(video.frames))  # [N_vis, H]
+    text = answer_question(model, tokenizer, table, f"When does the {event.name} appear?")
+    parsed = parse_time_tokens(text, video.duration)
+    assert len(parsed.segments) >= 1, text
+    seg = parsed.segments[0]
+    n = model.config.lita.num_time_tokens
+    for got, want in ((seg.start, event.start_s), (seg.end, event.end_s)):
+        # one sampled frame is (N - 1) / (F - 1) ~ 5 bins apart: allow that much on each end
+        assert abs(seconds_to_index(got, video.duration, n) - seconds_to_index(want, video.duration, n)) <= 6, text
+    assert temporal_iou((seg.start, seg.end), (event.start_s, event.end_s)) >= 0.6
