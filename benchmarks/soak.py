@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=480.0, help="how long to send requests (max 600)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--bad-fraction", type=float, default=0.2)
+    parser.add_argument("--server-log", default=None, help="keep the tritonserver log here")
     args = parser.parse_args(argv)
     seconds = 45.0 if args.short else min(args.seconds, 600.0)
     with tempfile.TemporaryDirectory(prefix="lita-soak-") as tmp:
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         repo = build_soak_repository(root)
         videos = make_videos(root)
         pipeline = LitaPipeline(repo, device="cpu")
-        with TritonServer(repo, ports=Ports.free()) as server:  # binds 127.0.0.1 only
+        log_path = Path(args.server_log) if args.server_log else None
+        with TritonServer(repo, ports=Ports.free(), log_path=log_path) as server:  # binds 127.0.0.1 only
             print(f"soak: {seconds:g} s, concurrency {args.concurrency}, {args.bad_fraction:.0%} bad, "
                   f"server {server.grpc_url}", flush=True)
             report = soak(server.grpc_url, server.process.pid, pipeline, videos, seconds, args.concurrency,

@@ -1,14 +1,25 @@
 """Typed client errors, and the one place where tritonclient / gRPC failures become them.
 
-Translation looks only at the gRPC status code (never at message text): the client opens its
-streams with the ``triton_grpc_error`` header, so a failed request closes its stream with a
-real status code (``INVALID_ARGUMENT`` for a bad input, ``UNAVAILABLE`` when nothing listens,
-``DEADLINE_EXCEEDED`` when the client timeout passed, ...).
+Transport failures carry a gRPC status code (``UNAVAILABLE`` when nothing listens,
+``DEADLINE_EXCEEDED`` when the client timeout passed, ...) and are translated by it.
+
+A request that the server rejects or fails arrives on the stream as a message without a code:
+tritonserver 2.51 only attaches codes to stream errors when the stream is opened with the
+``triton_grpc_error`` header, and in that mode it aborts under concurrent failing requests
+(``GRPC_CALL_ERROR_TOO_MANY_OPERATIONS``, and cancellation races fixed upstream in server
+PRs #7840 and #8078). Such errors are told apart by the markers the LITA models put in front of
+their messages (:data:`lita_serve.errors.INTERNAL_ERROR_MARKER`, ``SERVER_BUSY_MARKER``); every
+other rejection is the request's own fault (a bad input, as the server's message says).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from lita_serve.errors import INTERNAL_ERROR_MARKER, SERVER_BUSY_MARKER
+
+# Stream errors of the python backend itself when a model's process died.
+_STUB_FAILURE = "stub process"
 
 
 class LitaClientError(Exception):
@@ -67,6 +78,18 @@ def status_name(exc: BaseException) -> str | None:
     return name.rsplit(".", 1)[-1]
 
 
+def _classify_stream_error(detail: str) -> type[LitaClientError]:
+    """The class of a code-less stream error (see the module docstring)."""
+    text = detail.lower()
+    if SERVER_BUSY_MARKER in text:
+        return ServerUnavailableError
+    if INTERNAL_ERROR_MARKER in text or _STUB_FAILURE in text:
+        return ServerError
+    if "unknown model" in text or "is not ready" in text:
+        return ModelNotReadyError
+    return InvalidRequestError
+
+
 def _detail(exc: BaseException) -> str:
     if callable(getattr(exc, "details", None)):
         text = exc.details()
@@ -86,7 +109,7 @@ def translate(exc: BaseException, url: str, timeout: float | None = None) -> Lit
         return exc
     status = status_name(exc)
     detail = _detail(exc)
-    cls = _BY_STATUS.get(status or "", ServerError)
+    cls = _BY_STATUS.get(status or "", ServerError) if status else _classify_stream_error(detail)
     if cls is ServerUnavailableError:
         message = f"cannot reach the LITA server at {url}: {detail}"
     elif cls is RequestTimeoutError:

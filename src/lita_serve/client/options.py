@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 DEFAULT_URL = "127.0.0.1:8001"
 URL_ENV = "LITA_URL"
-STREAM_HEADERS = {"triton_grpc_error": "true"}  # a failed request closes the stream with a real gRPC status
+STREAM_HEADERS: dict[str, str] = {}  # no triton_grpc_error header: see lita_serve.client.errors
 
 
 def default_url() -> str:

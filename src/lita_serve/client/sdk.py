@@ -1,9 +1,10 @@
 """Python SDK for a LITA server on Triton: :class:`LitaClient` (blocking) and :class:`AsyncLitaClient` (asyncio).
 
 The ``lita`` ensemble is decoupled, so every request travels on a gRPC bidirectional stream,
-even a non-streaming one; each request gets its own stream, opened with the
-``triton_grpc_error`` header so that a failure closes it with a real gRPC status code that
-:func:`~lita_serve.client.errors.translate` maps to a typed error.
+even a non-streaming one; each request gets its own stream, and
+:func:`~lita_serve.client.errors.translate` maps every failure to a typed error. A stream that
+ended with an error is closed, not cancelled (cancelling it races tritonserver 2.51's
+cancellation handling).
 
 A request that failed with UNAVAILABLE before any response arrived is retried with
 exponential backoff (nothing was generated yet, so it is idempotent); once a response
@@ -205,6 +206,9 @@ class LitaClient(_Base):
                         raise RequestTimeoutError(f"no answer from {self.url} within the client timeout "
                                                   f"of {timeout:g} s") from None
                     if error is not None:
+                        # The server already ended this stream; cancelling it as well races
+                        # tritonserver 2.51's cancellation handling (server PRs #7840, #8078).
+                        finished = True
                         raise self._translate(error) from error
                     chunk = parse_chunk(result)
                     finished = chunk.is_final
@@ -345,6 +349,7 @@ class AsyncLitaClient(_Base):
             responses = client.stream_infer(requests(), stream_timeout=self.options.timeout, headers=STREAM_HEADERS)
             async for result, error in responses:
                 if error is not None:
+                    finished.set()  # ended by the server: no cancel (see the sync client)
                     raise self._translate(error) from error
                 chunk = parse_chunk(result)
                 yield chunk

@@ -14,7 +14,7 @@ import numpy as np
 
 from lita_serve.decode.sampling import SamplingParams
 from lita_serve.decode.service import ServerBusyError
-from lita_serve.errors import InvalidInputError
+from lita_serve.errors import INTERNAL_ERROR_MARKER, SERVER_BUSY_MARKER, InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +97,9 @@ def error_response(pb_utils: Any, exc: BaseException) -> Any:
         message = str(exc)
     elif isinstance(exc, ServerBusyError):
         code = pb_utils.TritonError.UNAVAILABLE
-        message = str(exc)
+        message = f"{SERVER_BUSY_MARKER} {exc}"
     else:
         logger.error("request failed", exc_info=exc)
         code = pb_utils.TritonError.INTERNAL
-        message = f"internal error: {type(exc).__name__}: {exc}"
+        message = f"{INTERNAL_ERROR_MARKER} {type(exc).__name__}: {exc}"
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
