@@ -117,13 +117,26 @@ def test_errors_are_translated_by_status_code():
         "StatusCode.INVALID_ARGUMENT": InvalidRequestError,
         "StatusCode.NOT_FOUND": ModelNotReadyError,
         "StatusCode.INTERNAL": ServerError,
-        None: ServerError,
     }
     for status, cls in cases.items():
         # The same text under different codes: only the code decides the class.
         err = translate(InferenceServerException("boom\nsecond line", status=status), url, timeout=3)
         assert type(err) is cls, status
         assert "\n" not in str(err)
+
+
+def test_codeless_stream_errors_are_classified_by_the_server_markers():
+    from lita_serve.errors import INTERNAL_ERROR_MARKER, SERVER_BUSY_MARKER
+
+    cases = {
+        "in ensemble 'lita', max_tokens must be > 0, got 0": InvalidRequestError,
+        f"in ensemble 'lita', {INTERNAL_ERROR_MARKER} RuntimeError: boom": ServerError,
+        f"{SERVER_BUSY_MARKER} 64 requests in flight": ServerUnavailableError,
+        "Stub process 'llm_0_0' is not healthy.": ServerError,
+        "Request for unknown model: 'lita' is not found": ModelNotReadyError,
+    }
+    for message, cls in cases.items():
+        assert type(translate(InferenceServerException(message, status=None), "h:1")) is cls, message
 
 
 def test_prompt_lines_and_ordered_output():
