@@ -58,7 +58,7 @@ def test_perf_analyzer_measures_the_real_server(triton_server, tmp_path):
     ensure_libb64()
     if cuda_runtime_libdir() is None:
         pytest.skip("nvidia-cuda-runtime-cu12 (libcudart.so.12) is not installed: pip install -e '.[load]'")
-    opts = PerfOptions(request_count=3, stability_percentage=1000, max_trials=3)
+    opts = PerfOptions(request_count=3, stability_percentage=1000, max_trials=5)
     summary = run_load_test(None, tmp_path / "load", (1, 2), url=triton_server.grpc_url,
                             videos=make_videos(tmp_path / "v", count=1, seconds=3.0),
                             sampling={"max_tokens": 4, "greedy": True}, options=opts, timeout=180)

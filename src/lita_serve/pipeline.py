@@ -54,7 +54,8 @@ class LitaPipeline:
 
     def encode(self, video: bytes, duration: float | None = None):
         """-> (embeddings [N_vis, H] numpy, duration, stats)."""
-        prepared = prepare_cached(video, self.cfg, self.cached_encoder.cache, self.fingerprint, duration)
+        prepared = prepare_cached(video, self.cfg, self.cached_encoder.cache, self.fingerprint, duration,
+                                  normalize=False)  # uint8 pixels, normalised by the encoder, as served
         job = EncodeJob(prepared.frames, prepared.key, prepared.source_duration, video)
         result = self.cached_encoder.run([job])[0]
         if result.error is not None:

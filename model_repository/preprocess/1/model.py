@@ -1,4 +1,6 @@
-"""Triton adapter: video bytes -> CLIP-normalised frames + the video's duration (lita_serve.preprocess).
+"""Triton adapter: video bytes -> cropped uint8 frames + the video's duration (lita_serve.preprocess).
+
+The encoder normalises the pixels (a quarter of the bytes of float frames cross the process boundary).
 
 With the visual-feature cache on, a video whose features the encoder already holds is not
 decoded: FRAMES is empty ([1, 0, 3, S, S]) and CACHE_KEY names the entry.
@@ -37,11 +39,11 @@ class TritonPythonModel:
             data = triton_io.single(request, pb_utils, "VIDEO")
             duration = triton_io.single(request, pb_utils, "DURATION", required=False)
             video = prepare_cached(bytes(data), self.cfg, self.cache, self.fingerprint,
-                                   None if duration is None else float(duration))
+                                   None if duration is None else float(duration), normalize=False)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             return triton_io.error_response(pb_utils, exc)
         return pb_utils.InferenceResponse([
-            pb_utils.Tensor("FRAMES", video.frames[None]),  # [1, F, 3, S, S] or [1, 0, 3, S, S] on a hit
+            pb_utils.Tensor("FRAMES", video.frames[None]),  # uint8 [1, F, 3, S, S], or [1, 0, 3, S, S] on a hit
             pb_utils.Tensor("VIDEO_DURATION", np.array([[video.duration]], dtype=np.float32)),
             triton_io.bytes_tensor(pb_utils, "STATS", json.dumps(video.stats)),
             triton_io.bytes_tensor(pb_utils, "CACHE_KEY", video.key),

@@ -18,13 +18,14 @@ import torch
 from lita_serve.config import LitaConfig
 from lita_serve.encode.cache import FeatureCache
 from lita_serve.preprocess.request import prepare_video
+from lita_serve.preprocess.sampling import normalization_affine
 
 
 @dataclass
 class EncodeJob:
     """One request's input to the encoder step."""
 
-    frames: np.ndarray  # float32 [F, 3, S, S], or [0, 3, S, S] when the preprocess step found a cache entry
+    frames: np.ndarray  # uint8 pixels or normalised float32 [F, 3, S, S]; [0, 3, S, S] after a cache hit
     key: str = ""  # feature-cache key; "" when the cache is off
     source_duration: float = 0.0  # the video's measured duration, stored with the features
     video: bytes | None = None  # the request's video, decoded here only after an eviction race
@@ -46,6 +47,9 @@ class CachedEncoder:
         self.cache = cache
         weight = next(encoder.parameters())
         self.device, self.dtype = weight.device, weight.dtype
+        scale, offset = normalization_affine(cfg.vision.image_mean, cfg.vision.image_std)  # [1, 3, 1, 1]
+        self.scale = torch.from_numpy(scale[None]).to(self.device)  # [1, 1, 3, 1, 1]
+        self.offset = torch.from_numpy(offset[None]).to(self.device)
 
     def run(self, jobs: list[EncodeJob]) -> list[EncodeResult]:
         """Features for every job; cache hits first, then one encoder batch for the misses."""
@@ -68,16 +72,24 @@ class CachedEncoder:
         try:
             if job.video is None:
                 raise RuntimeError("feature-cache entry vanished and the request carries no video to decode")
-            video = prepare_video(job.video, self.cfg)
+            video = prepare_video(job.video, self.cfg, normalize=False)
         except Exception as exc:  # noqa: BLE001 - this request's error only
             return EncodeResult(None, {"cache": "miss"}, exc)
         job.frames, job.source_duration = video.frames, video.source_duration
         return EncodeResult(None, {"cache": "miss", "cache_race": 1, **video.stats})
 
+    def _normalized(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 pixels -> CLIP-normalised frames on the encoder's device (float frames pass through)."""
+        if frames.dtype != np.uint8:
+            return torch.from_numpy(frames).to(self.device, self.dtype)
+        pixels = torch.from_numpy(frames).to(self.device)  # uint8: 4x less to move than floats
+        x = pixels.float() * self.scale - self.offset  # the same float32 ops as normalize_chw
+        return x.to(self.dtype)
+
     def _encode(self, jobs: list[EncodeJob], results: list[EncodeResult]) -> None:
         start = time.perf_counter()
         try:
-            batch = torch.from_numpy(np.stack([j.frames for j in jobs])).to(self.device, self.dtype)  # [B,F,3,S,S]
+            batch = self._normalized(np.stack([j.frames for j in jobs]))  # [B,F,3,S,S]
             with torch.inference_mode():
                 embeddings = self.encoder(batch).float().cpu().numpy()  # [B, N_vis, H]
         except Exception as exc:  # noqa: BLE001 - the batch failed as a whole

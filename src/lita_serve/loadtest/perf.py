@@ -110,7 +110,7 @@ def run_perf_analyzer(cmd: list[str], log_path: Path, timeout: float | None = No
 
 
 def read_csv(path: str | Path) -> list[dict[str, float]]:
-    """perf_analyzer's ``-f`` CSV: one row per concurrency level, numbers as floats (latencies in us)."""
+    """perf_analyzer's ``-f`` CSV: one row per concurrency level (ascending), numbers as floats (latencies in us)."""
     path = Path(path)
     if not path.is_file():
         raise PerfAnalyzerError(f"perf_analyzer wrote no report at {path}")
@@ -120,7 +120,7 @@ def read_csv(path: str | Path) -> list[dict[str, float]]:
             rows.append({k.strip(): float(v) for k, v in row.items() if k and _is_number(v)})
     if not rows:
         raise PerfAnalyzerError(f"{path} holds no measurements")
-    return rows
+    return sorted(rows, key=lambda r: r.get("Concurrency", 0.0))  # perf_analyzer orders rows by throughput
 
 
 def _is_number(value: str | None) -> bool:

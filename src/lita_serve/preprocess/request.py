@@ -22,7 +22,7 @@ from lita_serve.preprocess.video import sample_video_for
 
 @dataclass
 class PreparedVideo:
-    frames: np.ndarray  # float32 [F, 3, S, S], CLIP-normalised
+    frames: np.ndarray  # float32 [F, 3, S, S] CLIP-normalised, or uint8 pixels with normalize=False
     duration: float  # seconds used to turn time tokens into seconds
     source_duration: float  # seconds measured from the video itself
     stats: dict[str, float] = field(default_factory=dict)
@@ -42,11 +42,16 @@ def check_declared_duration(duration: float | None, cfg: LitaConfig) -> float | 
     return value
 
 
-def prepare_video(data: bytes, cfg: LitaConfig, duration: float | None = None, num_threads: int = 0) -> PreparedVideo:
-    """Decode and sample ``data``; the declared ``duration`` (if any) overrides the measured one."""
+def prepare_video(data: bytes, cfg: LitaConfig, duration: float | None = None, num_threads: int = 0,
+                  normalize: bool = True) -> PreparedVideo:
+    """Decode and sample ``data``; the declared ``duration`` (if any) overrides the measured one.
+
+    ``normalize=False`` returns the cropped uint8 pixels ``[F, 3, S, S]`` for an encoder that
+    normalises itself (:class:`~lita_serve.encode.cached.CachedEncoder`).
+    """
     declared = check_declared_duration(duration, cfg)
     start = time.perf_counter()
-    video = sample_video_for(data, cfg, num_threads=num_threads)
+    video = sample_video_for(data, cfg, num_threads=num_threads, normalize=normalize)
     decode_ms = (time.perf_counter() - start) * 1e3
     return PreparedVideo(
         frames=video.frames,
@@ -56,14 +61,14 @@ def prepare_video(data: bytes, cfg: LitaConfig, duration: float | None = None, n
     )
 
 
-def empty_frames(cfg: LitaConfig) -> np.ndarray:
-    """The no-frames tensor sent on a cache hit: float32 [0, 3, S, S]."""
+def empty_frames(cfg: LitaConfig, dtype: type = np.uint8) -> np.ndarray:
+    """The no-frames tensor sent on a cache hit: [0, 3, S, S]."""
     s = cfg.vision.image_size
-    return np.empty((0, 3, s, s), np.float32)
+    return np.empty((0, 3, s, s), dtype)
 
 
 def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprint: str,
-                   duration: float | None = None, num_threads: int = 0) -> PreparedVideo:
+                   duration: float | None = None, num_threads: int = 0, normalize: bool = True) -> PreparedVideo:
     """Like :func:`prepare_video`, but skip decoding when ``cache`` holds this video's features.
 
     ``fingerprint`` is :func:`~lita_serve.encode.cache.config_fingerprint` of the serving model.
@@ -71,7 +76,7 @@ def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprin
     the byte and duration limits.
     """
     if not cache.enabled:
-        return prepare_video(data, cfg, duration, num_threads)
+        return prepare_video(data, cfg, duration, num_threads, normalize)
     declared = check_declared_duration(duration, cfg)
     load_source(data, cfg.limits.max_video_bytes)  # the byte limit, before hashing
     start = time.perf_counter()
@@ -80,9 +85,9 @@ def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprin
     hash_ms = round((time.perf_counter() - start) * 1e3, 3)
     if info is not None and "duration" in info.meta:
         measured = float(info.meta["duration"])
-        return PreparedVideo(frames=empty_frames(cfg), duration=declared if declared is not None else measured,
+        return PreparedVideo(frames=empty_frames(cfg, np.float32 if normalize else np.uint8), duration=declared if declared is not None else measured,
                              source_duration=measured, stats={"hash_ms": hash_ms}, key=key, cached=True)
-    video = prepare_video(data, cfg, declared, num_threads)
+    video = prepare_video(data, cfg, declared, num_threads, normalize)
     video.key = key
     video.stats["hash_ms"] = hash_ms
     return video

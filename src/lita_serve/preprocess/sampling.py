@@ -54,12 +54,25 @@ def crop_and_normalize(frames: np.ndarray, size: int, mean: Sequence[float], std
     copy is cheap (1 byte/value) and makes the float passes contiguous, which is several times
     faster than converting straight from the strided crop.
     """
-    num, height, width, _ = frames.shape
+    return normalize_chw(crop_chw(frames, size), mean, std)
+
+
+def crop_chw(frames: np.ndarray, size: int) -> np.ndarray:
+    """Center-crop uint8 ``[F, H, W, 3]`` frames to channel-first uint8 ``[F, 3, size, size]``.
+
+    A quarter of the bytes of the normalised floats: what the preprocess step sends on to the
+    encoder, which normalises (:func:`normalize_chw` or its torch twin) where it runs.
+    """
+    _, height, width, _ = frames.shape
     top, left = center_crop_offsets(width, height, size)
     crop = frames[:, top:top + size, left:left + size, :]  # view [F, S, S, 3]
-    chw = np.ascontiguousarray(crop.transpose(0, 3, 1, 2))  # uint8 [F, 3, S, S]
+    return np.ascontiguousarray(crop.transpose(0, 3, 1, 2))  # uint8 [F, 3, S, S]
+
+
+def normalize_chw(chw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 ``[F, 3, S, S]`` -> CLIP-normalised float32 ``[F, 3, S, S]`` (two passes, no temporaries)."""
     scale, offset = normalization_affine(mean, std)
-    out = np.empty((num, 3, size, size), np.float32)
-    np.multiply(chw, scale, out=out)  # float32 [F, 3, S, S]
+    out = np.empty(chw.shape, np.float32)
+    np.multiply(chw, scale, out=out)
     out -= offset
     return out

@@ -28,7 +28,7 @@ from lita_serve.config import LitaConfig
 from lita_serve.errors import InvalidInputError, LimitExceededError, VideoDecodeError
 from lita_serve.preprocess.decode import BACKENDS, available_backends
 from lita_serve.preprocess.probe import probe_video
-from lita_serve.preprocess.sampling import crop_and_normalize, frame_indices, resize_dims
+from lita_serve.preprocess.sampling import crop_and_normalize, crop_chw, frame_indices, resize_dims
 from lita_serve.preprocess.source import VideoInput, VideoSource, load_source
 
 
@@ -36,7 +36,7 @@ from lita_serve.preprocess.source import VideoInput, VideoSource, load_source
 class SampledVideo:
     """The model-ready frames of one video and where they sit in time."""
 
-    frames: np.ndarray  # float32 [F, 3, S, S], CLIP-normalised
+    frames: np.ndarray  # float32 [F, 3, S, S], CLIP-normalised (uint8 cropped pixels with normalize=False)
     duration: float  # seconds: num_source_frames / fps
     timestamps: np.ndarray  # float64 [F], seconds of each sampled frame
     fps: float
@@ -102,6 +102,7 @@ def sample_video(
     max_frames: int | None = None,
     num_threads: int = 0,
     backend: str = "auto",
+    normalize: bool = True,
 ) -> SampledVideo:
     """Decode ``num_frames`` frames uniformly spread over ``source`` into CLIP's input format.
 
@@ -130,7 +131,10 @@ def sample_video(
     decoded = BACKENDS[_pick_backend(backend)](src, plan, width, height, num_threads)
     duration = decoded.num_source_frames / decoded.fps
     indices = frame_indices(decoded.num_source_frames, num_frames)
-    frames = crop_and_normalize(decoded.frames, image_size, mean, std)  # float32 [F, 3, S, S]
+    if normalize:
+        frames = crop_and_normalize(decoded.frames, image_size, mean, std)  # float32 [F, 3, S, S]
+    else:
+        frames = crop_chw(decoded.frames, image_size)  # uint8 [F, 3, S, S], normalised by the encoder
     return SampledVideo(
         frames=frames,
         duration=duration,

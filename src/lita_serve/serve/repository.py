@@ -67,18 +67,18 @@ def step_tensors(cfg: LitaConfig) -> dict[str, tuple[list[TensorSpec], list[Tens
     s, h = cfg.vision.image_size, cfg.text.hidden_size
     n_vis = num_visual_tokens(cfg)
     sampling = [TensorSpec(name, dt, (1,), optional=True) for name, dt in SAMPLING_INPUTS.values()]
-    # Visual-feature cache: FRAMES is empty ([0, 3, S, S]) when the encoder holds the video's
+    # FRAMES are cropped uint8 pixels (the encoder normalises them). Visual-feature cache: FRAMES is empty ([0, 3, S, S]) when the encoder holds the video's
     # features under CACHE_KEY; the video itself travels on so the encoder can recover from an
     # entry evicted in between (lita_serve.encode.cache).
     cache_out = [TensorSpec("CACHE_KEY", "STRING", (1,)), TensorSpec("SOURCE_DURATION", "FP32", (1,))]
     return {
         "preprocess": (
             [TensorSpec("VIDEO", "STRING", (1,)), TensorSpec("DURATION", "FP32", (1,), optional=True)],
-            [TensorSpec("FRAMES", "FP32", (-1, 3, s, s)), TensorSpec("VIDEO_DURATION", "FP32", (1,)),
+            [TensorSpec("FRAMES", "UINT8", (-1, 3, s, s)), TensorSpec("VIDEO_DURATION", "FP32", (1,)),
              TensorSpec("STATS", "STRING", (1,)), *cache_out],
         ),
         "vision_encoder": (
-            [TensorSpec("FRAMES", "FP32", (-1, 3, s, s)), TensorSpec("STATS", "STRING", (1,)),
+            [TensorSpec("FRAMES", "UINT8", (-1, 3, s, s)), TensorSpec("STATS", "STRING", (1,)),
              *[TensorSpec(t.name, t.dtype, t.dims, optional=True) for t in cache_out],
              TensorSpec("VIDEO", "STRING", (1,), optional=True)],
             [TensorSpec("EMBEDDINGS", "FP32", (n_vis, h)), TensorSpec("STATS_OUT", "STRING", (1,))],
