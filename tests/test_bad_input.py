@@ -255,7 +255,7 @@ def test_special_tokens_typed_by_the_user_stay_text(triton_server, pipeline, med
     # The same prompt in process: the user's markup became no special id and no extra visual slot.
     tok, cfg = pipeline.tokenizer, pipeline.cfg
     n_vis = pipeline.decoder.expected_visual_tokens
-    vocab = pipeline.decoder.decoder.vocab_size
+    vocab = pipeline.decoder.backend.vocab_size
     ids = build_input_ids(tok, question, n_vis, vocab, cfg.lita.visual_token_format)
     plain = build_input_ids(tok, "plain words", n_vis, vocab, cfg.lita.visual_token_format)
     assert sum(i >= vocab for i in ids) == n_vis

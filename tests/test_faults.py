@@ -97,7 +97,7 @@ def test_raising_model_fails_only_its_requests(server, pipeline, video):
 
 def test_decoder_service_batch_failure_fails_that_batch_only(pipeline):
     """A batch whose generation raises (a prompt table of the wrong width) fails its jobs; the worker lives on."""
-    service = DecoderService(pipeline.decoder.decoder, pipeline.tokenizer, pipeline.cfg, max_batch=4).start()
+    service = DecoderService(pipeline.decoder.backend, pipeline.tokenizer, pipeline.cfg, max_batch=4).start()
     try:
         table = np.zeros((service.expected_visual_tokens, pipeline.cfg.text.hidden_size), np.float32)
         done: dict[str, DecodeEvent] = {}
@@ -128,7 +128,7 @@ def test_decoder_service_rejects_beyond_the_concurrency_limit(pipeline):
     from dataclasses import replace
 
     cfg = replace(pipeline.cfg, limits=replace(pipeline.cfg.limits, max_concurrent_requests=2))
-    service = DecoderService(pipeline.decoder.decoder, pipeline.tokenizer, cfg, max_batch=4)  # not started: jobs wait
+    service = DecoderService(pipeline.decoder.backend, pipeline.tokenizer, cfg, max_batch=4)  # not started: jobs wait
     table = np.zeros((service.expected_visual_tokens, cfg.text.hidden_size), np.float32)
     events: list[DecodeEvent] = []
     jobs = [service.prepare(QUESTION, table, 3.0, SamplingParams(max_tokens=2), stream=False, emit=events.append)

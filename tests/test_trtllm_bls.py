@@ -36,3 +36,47 @@ def test_request_tensors_are_declared_with_matching_dtypes(greedy):
     assert int(tensors["prompt_vocab_size"][0, 0]) == 356
     assert int(tensors["request_output_len"][0, 0]) == 7
     assert ("temperature" in tensors) is (not greedy)
+
+
+def test_service_runs_on_a_backend_other_than_torch():
+    """The decoder service drives any DecodeBackend (the TensorRT-LLM one uses this seam)."""
+    from helpers_text import converted_model  # noqa: F401 - real tokenizer below
+
+    import tempfile
+    from pathlib import Path
+
+    from lita_serve.decode.service import DecoderService
+    from lita_serve.tokenizer import LitaTokenizer
+
+    class Scripted:
+        vocab_size = 512
+
+        def __init__(self):
+            self.seen = []
+
+        def table(self, prompt_table):
+            return np.asarray(prompt_table, dtype=np.float32)
+
+        def generate(self, requests, eos_id):
+            out = []
+            for r in requests:
+                self.seen.append((r.input_ids, r.prompt_table.shape))
+                for t in (5, 6, 7)[: r.params.max_tokens]:
+                    r.on_token(t)
+                out.append([5, 6, 7][: r.params.max_tokens])
+            return out
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = LitaTokenizer.from_file(converted_model(Path(tmp)))
+    cfg = LitaConfig.from_name("tiny")
+    backend = Scripted()
+    service = DecoderService(backend, tok, cfg)
+    events = []
+    n_vis = 356
+    job = service.prepare("When?", np.zeros((n_vis, cfg.text.hidden_size), np.float32), 10.0,
+                          SamplingParams(max_tokens=2), stream=True, emit=events.append)
+    service.run([job])
+    assert [e.ids for e in events] == [[5], [5, 6], [5, 6]]
+    assert events[-1].final and not events[0].final
+    ids, shape = backend.seen[0]
+    assert sum(1 for i in ids if i >= 512) == n_vis and shape == (n_vis, cfg.text.hidden_size)

@@ -17,6 +17,7 @@ import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from lita_serve.decode.service import DecodeEvent, DecoderService  # noqa: E402
+from lita_serve.decode.trtllm_bls import TensorRTLLMBackend  # noqa: E402
 from lita_serve.serve import triton_io  # noqa: E402
 from lita_serve.serve.layout import RepositoryLayout  # noqa: E402
 from lita_serve.serve.torch_engine import load_decoder  # noqa: E402
@@ -30,10 +31,13 @@ class TritonPythonModel:
         layout = RepositoryLayout.from_model_dir(args["model_repository"])
         self.cfg = layout.load_config()
         config = json.loads(args["model_config"])
-        device = "cuda" if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available() else "cpu"
-        decoder = load_decoder(layout, self.cfg, device=device)
         tokenizer = LitaTokenizer.from_file(layout.tokenizer_path, self.cfg.lita.num_time_tokens)
-        self.service = DecoderService(decoder, tokenizer, self.cfg, max_batch=max(1, config["max_batch_size"])).start()
+        if layout.engine() == "tensorrt_llm":  # generation runs in the tensorrt_llm model (BLS)
+            backend = TensorRTLLMBackend(pb_utils, self.cfg.text.vocab_size, pad_id=max(tokenizer.eos_id, 0))
+        else:
+            device = "cuda" if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available() else "cpu"
+            backend = load_decoder(layout, self.cfg, device=device)
+        self.service = DecoderService(backend, tokenizer, self.cfg, max_batch=max(1, config["max_batch_size"])).start()
 
     def execute(self, requests):
         for request in requests:

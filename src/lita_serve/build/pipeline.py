@@ -26,6 +26,7 @@ from lita_serve.build.summary import BuildSummary
 from lita_serve.checkpoint import load_lita
 from lita_serve.errors import CheckpointError, InvalidInputError
 from lita_serve.model import LitaModel
+from lita_serve.serve.layout import BUILD_MANIFEST
 from lita_serve.serve.repository import Deployment, write_model_repository
 from lita_serve.serve.torch_engine import export_torch_engine
 from lita_serve.special_tokens import special_token_order
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("torch", "tensorrt_llm")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-MANIFEST = "build.json"  # at the repository root, next to lita.json (Triton ignores plain files there)
+MANIFEST = BUILD_MANIFEST  # at the repository root, next to lita.json (Triton ignores plain files there)
 TRTLLM_CHECKPOINT = "tensorrt_llm_checkpoint"
 TRTLLM_MODEL = "tensorrt_llm"
 ENCODER_ONNX = "vision_encoder/1/encoder.onnx"

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -64,11 +65,38 @@ class DecodeJob:
     admitted: bool = False  # counted against the concurrency limit until its final event
 
 
+class DecodeBackend(Protocol):
+    """What the service needs of an engine: its vocabulary size (fake visual ids start there), the
+    prompt table in the engine's format, and batched generation with per-token callbacks."""
+
+    vocab_size: int
+
+    def table(self, prompt_table: np.ndarray) -> Any: ...
+
+    def generate(self, requests: list[GenerationRequest], eos_id: int) -> list[list[int]]: ...
+
+
+class TorchBackend:
+    """The PyTorch decoder (CPU or CUDA)."""
+
+    def __init__(self, decoder: LlamaDecoder) -> None:
+        self.decoder = decoder
+        self.vocab_size = decoder.vocab_size
+
+    def table(self, prompt_table: np.ndarray) -> torch.Tensor:
+        weight = self.decoder.lm_head.weight
+        return torch.from_numpy(np.ascontiguousarray(prompt_table)).to(device=weight.device, dtype=weight.dtype)
+
+    def generate(self, requests: list[GenerationRequest], eos_id: int) -> list[list[int]]:
+        return generate_batch(self.decoder, requests, eos_id)
+
+
 class DecoderService:
     """Owns the decoder, the tokenizer and the worker thread."""
 
-    def __init__(self, decoder: LlamaDecoder, tokenizer: LitaTokenizer, cfg: LitaConfig, max_batch: int = 8) -> None:
-        self.decoder = decoder
+    def __init__(self, decoder: "LlamaDecoder | DecodeBackend", tokenizer: LitaTokenizer, cfg: LitaConfig,
+                 max_batch: int = 8) -> None:
+        self.backend: DecodeBackend = TorchBackend(decoder) if isinstance(decoder, LlamaDecoder) else decoder
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.max_batch = max_batch
@@ -92,12 +120,11 @@ class DecoderService:
         if len(question) > self.cfg.limits.max_question_chars:
             raise InvalidInputError(
                 f"question is {len(question)} characters, over the limit of {self.cfg.limits.max_question_chars}")
-        ids = build_input_ids(self.tokenizer, question, table.shape[0], self.decoder.vocab_size,
+        ids = build_input_ids(self.tokenizer, question, table.shape[0], self.backend.vocab_size,
                               self.cfg.lita.visual_token_format, duration,
                               max_prompt_tokens=self.cfg.limits.max_prompt_tokens)
-        weight = self.decoder.lm_head.weight
-        tensor = torch.from_numpy(np.ascontiguousarray(table)).to(device=weight.device, dtype=weight.dtype)
-        return DecodeJob(ids, tensor, params, float(duration), bool(stream), emit, dict(stats or {}))
+        return DecodeJob(ids, self.backend.table(table), params, float(duration), bool(stream), emit,
+                         dict(stats or {}))
 
     # --- running ---------------------------------------------------------------------------
     def run(self, jobs: list[DecodeJob]) -> None:
@@ -117,7 +144,7 @@ class DecoderService:
 
         requests = [GenerationRequest(j.input_ids, j.prompt_table, j.params, on_token(i)) for i, j in enumerate(jobs)]
         try:
-            generate_batch(self.decoder, requests, self.tokenizer.eos_id)
+            self.backend.generate(requests, self.tokenizer.eos_id)
         except Exception as exc:  # fail this batch's requests only
             logger.exception("decode batch failed")
             for job in jobs:

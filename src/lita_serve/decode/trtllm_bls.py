@@ -82,3 +82,32 @@ def generate_with_trtllm(pb_utils: Any, input_ids: list[int], table: np.ndarray,
             out.append(token)
             on_token(token)
     return out
+
+
+class TensorRTLLMBackend:
+    """A :class:`~lita_serve.decode.service.DecodeBackend` over the ``tensorrt_llm`` model.
+
+    The engine batches in flight by itself, so each request of a batch is sent at once on its
+    own thread and streams back independently.
+    """
+
+    def __init__(self, pb_utils: Any, vocab_size: int, pad_id: int, table_dtype: str = "FP16",
+                 max_parallel: int = 64) -> None:
+        self.pb_utils = pb_utils
+        self.vocab_size = int(vocab_size)
+        self.pad_id = int(pad_id)
+        self.table_dtype = table_dtype
+        self.max_parallel = max_parallel
+
+    def table(self, prompt_table: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(prompt_table, dtype=np.float32)  # [N_vis, H]
+
+    def generate(self, requests: list, eos_id: int) -> list[list[int]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(r) -> list[int]:
+            return generate_with_trtllm(self.pb_utils, r.input_ids, r.prompt_table, r.params, eos_id, self.pad_id,
+                                        r.on_token or (lambda _t: None), self.table_dtype)
+
+        with ThreadPoolExecutor(min(self.max_parallel, max(1, len(requests)))) as pool:
+            return list(pool.map(one, requests))

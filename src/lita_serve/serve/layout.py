@@ -13,6 +13,7 @@ and each model's weights sit in its version folder::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from lita_serve.config import LitaConfig
 from lita_serve.errors import CheckpointError
 
 CONFIG_FILE = "lita.json"
+BUILD_MANIFEST = "build.json"  # written by `lita build`: which engine, from what source
 TOKENIZER_FILE = "tokenizer.model"
 ENCODER_WEIGHTS = "vision_encoder/1/weights/encoder.safetensors"
 DECODER_WEIGHTS = "llm/1/weights/decoder.safetensors"
@@ -62,6 +64,13 @@ class RepositoryLayout:
 
     def model_dir(self, name: str) -> Path:
         return self.root / name
+
+    def engine(self) -> str:
+        """``"torch"`` or ``"tensorrt_llm"``, from the build manifest (torch when there is none)."""
+        manifest = self.root / BUILD_MANIFEST
+        if not manifest.is_file():
+            return "torch"
+        return str(json.loads(manifest.read_text()).get("engine", "torch"))
 
     def load_config(self) -> LitaConfig:
         """The repository's :class:`LitaConfig`; CheckpointError when it was never built."""
