@@ -33,7 +33,7 @@ from lita_serve.client.protocol import SAMPLING_NAMES, request_arrays
 from lita_serve.client.video_input import read_video, resolve_media_path
 from lita_serve.decode.sampling import SamplingParams
 from lita_serve.pipeline import LitaPipeline
-from lita_serve.serve.repository import SAMPLING_INPUTS
+from lita_serve.serve.interface import SAMPLING_INPUTS
 
 MAX_TOKENS = 6
 QUESTIONS = ("When does the colour change?", "What happens in the video?")

@@ -64,6 +64,13 @@ def clean_question(question: str) -> str:
     return cleaned
 
 
+def check_question(question: str, max_chars: int) -> str:
+    """:func:`clean_question`, plus the server's length limit (``limits.max_question_chars``)."""
+    if isinstance(question, str) and len(question) > max_chars:
+        raise InvalidInputError(f"question is {len(question)} characters, over the limit of {max_chars}")
+    return clean_question(question)
+
+
 def _check_duration(duration: float | None) -> None:
     if duration is None:
         return

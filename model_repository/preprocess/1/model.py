@@ -17,6 +17,7 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
+from lita_serve.conversation import check_question  # noqa: E402
 from lita_serve.encode.cache import FeatureCache, config_fingerprint  # noqa: E402
 from lita_serve.preprocess.request import prepare_cached  # noqa: E402
 from lita_serve.serve import triton_io  # noqa: E402
@@ -36,6 +37,9 @@ class TritonPythonModel:
     def _one(self, request):
         try:
             triton_io.check_batch_of_one(request, pb_utils, "VIDEO")
+            question = triton_io.single(request, pb_utils, "QUESTION", required=False)
+            if question is not None:  # reject a bad question before decoding the video
+                check_question(triton_io.text(question, "text_input"), self.cfg.limits.max_question_chars)
             data = triton_io.single(request, pb_utils, "VIDEO")
             duration = triton_io.single(request, pb_utils, "DURATION", required=False)
             video = prepare_cached(bytes(data), self.cfg, self.cache, self.fingerprint,

@@ -1,7 +1,7 @@
 """The wire format of the ``lita`` ensemble on the client side: request tensors in, :class:`Chunk` out.
 
 Names and types of the sampling inputs come from the server's own table
-(:data:`lita_serve.serve.repository.SAMPLING_INPUTS`); every input goes out with shape [1, 1]
+(:data:`lita_serve.serve.interface.SAMPLING_INPUTS`); every input goes out with shape [1, 1]
 (batch of one, one element). BYTES inputs are ``np.object_`` arrays holding ``bytes``:
 ``np.bytes_`` would strip trailing zero bytes from binary video data.
 """
@@ -17,7 +17,7 @@ import numpy as np
 from lita_serve.client.answer import Chunk
 from lita_serve.client.errors import InvalidRequestError, ServerError
 from lita_serve.serve.layout import ENSEMBLE
-from lita_serve.serve.repository import SAMPLING_INPUTS
+from lita_serve.serve.interface import SAMPLING_INPUTS
 
 MODEL_NAME = ENSEMBLE
 # Client-settable sampling parameters (``stream`` is chosen by the call, not by the caller's kwargs).

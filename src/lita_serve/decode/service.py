@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from lita_serve.config import LitaConfig
+from lita_serve.conversation import check_question
 from lita_serve.decode.generate import GenerationRequest, generate_batch
 from lita_serve.decode.llama import LlamaDecoder
 from lita_serve.decode.sampling import SamplingParams
@@ -117,9 +118,7 @@ class DecoderService:
             raise InvalidInputError(
                 f"prompt embedding table must be [{self.expected_visual_tokens}, {self.cfg.text.hidden_size}], "
                 f"got {list(table.shape)}")
-        if len(question) > self.cfg.limits.max_question_chars:
-            raise InvalidInputError(
-                f"question is {len(question)} characters, over the limit of {self.cfg.limits.max_question_chars}")
+        check_question(question, self.cfg.limits.max_question_chars)
         ids = build_input_ids(self.tokenizer, question, table.shape[0], self.backend.vocab_size,
                               self.cfg.lita.visual_token_format, duration,
                               max_prompt_tokens=self.cfg.limits.max_prompt_tokens)

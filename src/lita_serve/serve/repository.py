@@ -18,36 +18,11 @@ from pathlib import Path
 
 from lita_serve.config import LitaConfig
 from lita_serve.encode.visual_tokens import num_visual_tokens
+from lita_serve.serve.interface import SAMPLING_INPUTS, TensorSpec, ensemble_tensors
 from lita_serve.serve.layout import ENSEMBLE, RepositoryLayout, STEPS
 
 # The committed repository (adapters + configs of the demo model) next to the package sources.
 SOURCE_REPOSITORY = Path(__file__).resolve().parents[3] / "model_repository"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str  # Triton TYPE_* without the prefix
-    dims: tuple[int, ...]
-    optional: bool = False
-
-    def pbtxt(self) -> str:
-        opt = "\n    optional: true" if self.optional else ""
-        dims = ", ".join(str(d) for d in self.dims)
-        return f'  {{\n    name: "{self.name}"\n    data_type: TYPE_{self.dtype}\n    dims: [ {dims} ]{opt}\n  }}'
-
-
-# Sampling parameters: ensemble name -> (step tensor name, dtype). All optional.
-SAMPLING_INPUTS = {
-    "max_tokens": ("MAX_TOKENS", "INT32"),
-    "temperature": ("TEMPERATURE", "FP32"),
-    "top_k": ("TOP_K", "INT32"),
-    "top_p": ("TOP_P", "FP32"),
-    "repetition_penalty": ("REPETITION_PENALTY", "FP32"),
-    "seed": ("SEED", "INT64"),
-    "greedy": ("GREEDY", "BOOL"),
-    "stream": ("STREAM", "BOOL"),
-}
 
 
 @dataclass(frozen=True)
@@ -73,7 +48,10 @@ def step_tensors(cfg: LitaConfig) -> dict[str, tuple[list[TensorSpec], list[Tens
     cache_out = [TensorSpec("CACHE_KEY", "STRING", (1,)), TensorSpec("SOURCE_DURATION", "FP32", (1,))]
     return {
         "preprocess": (
-            [TensorSpec("VIDEO", "STRING", (1,)), TensorSpec("DURATION", "FP32", (1,), optional=True)],
+            # QUESTION: checked here before any decoding; it also keeps a request without a video
+            # from reaching this step with no input at all.
+            [TensorSpec("VIDEO", "STRING", (1,), optional=True), TensorSpec("DURATION", "FP32", (1,), optional=True),
+             TensorSpec("QUESTION", "STRING", (1,), optional=True)],
             [TensorSpec("FRAMES", "UINT8", (-1, 3, s, s)), TensorSpec("VIDEO_DURATION", "FP32", (1,)),
              TensorSpec("STATS", "STRING", (1,)), *cache_out],
         ),
@@ -84,7 +62,7 @@ def step_tensors(cfg: LitaConfig) -> dict[str, tuple[list[TensorSpec], list[Tens
             [TensorSpec("EMBEDDINGS", "FP32", (n_vis, h)), TensorSpec("STATS_OUT", "STRING", (1,))],
         ),
         "llm": (
-            [TensorSpec("QUESTION", "STRING", (1,)), TensorSpec("PROMPT_EMBEDDING_TABLE", "FP32", (-1, h)),
+            [TensorSpec("QUESTION", "STRING", (1,), optional=True), TensorSpec("PROMPT_EMBEDDING_TABLE", "FP32", (-1, h)),
              TensorSpec("DURATION", "FP32", (1,)), TensorSpec("STATS", "STRING", (1,)), *sampling],
             [TensorSpec("OUTPUT_IDS", "INT32", (-1,)), TensorSpec("NEW_TOKENS", "INT32", (1,)),
              TensorSpec("DURATION_OUT", "FP32", (1,)), TensorSpec("STATS_OUT", "STRING", (1,)),
@@ -100,27 +78,6 @@ def step_tensors(cfg: LitaConfig) -> dict[str, tuple[list[TensorSpec], list[Tens
              TensorSpec("IS_FINAL_OUT", "BOOL", (1,)), TensorSpec("STATS_OUT", "STRING", (1,))],
         ),
     }
-
-
-def ensemble_tensors() -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The client-facing interface; identical for every engine and deployment."""
-    inputs = [
-        TensorSpec("video", "STRING", (1,)),
-        TensorSpec("text_input", "STRING", (1,)),
-        TensorSpec("duration", "FP32", (1,), optional=True),
-        *[TensorSpec(name, dt, (1,), optional=True) for name, (_, dt) in SAMPLING_INPUTS.items()],
-    ]
-    outputs = [
-        TensorSpec("text_output", "STRING", (1,)),
-        TensorSpec("raw_text_output", "STRING", (1,)),
-        TensorSpec("segments", "STRING", (1,)),
-        TensorSpec("video_duration", "FP32", (1,)),
-        TensorSpec("num_input_tokens", "INT32", (1,)),
-        TensorSpec("num_output_tokens", "INT32", (1,)),
-        TensorSpec("is_final", "BOOL", (1,)),
-        TensorSpec("stats", "STRING", (1,)),
-    ]
-    return inputs, outputs
 
 
 def _io(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str:
@@ -164,7 +121,7 @@ def ensemble_config(dep: Deployment) -> str:
     inputs, outputs = ensemble_tensors()
     sampling = {step: name for name, (step, _) in SAMPLING_INPUTS.items()}
     steps = [
-        _step("preprocess", {"VIDEO": "video", "DURATION": "duration"},
+        _step("preprocess", {"VIDEO": "video", "DURATION": "duration", "QUESTION": "text_input"},
               {"FRAMES": "_frames", "VIDEO_DURATION": "_duration", "STATS": "_stats_pre",
                "CACHE_KEY": "_cache_key", "SOURCE_DURATION": "_source_duration"}),
         _step("vision_encoder", {"FRAMES": "_frames", "STATS": "_stats_pre", "CACHE_KEY": "_cache_key",

@@ -14,6 +14,7 @@ import numpy as np
 
 from lita_serve.decode.sampling import SamplingParams
 from lita_serve.decode.service import ServerBusyError
+from lita_serve.serve.interface import REQUIRED_INPUTS
 from lita_serve.errors import INTERNAL_ERROR_MARKER, SERVER_BUSY_MARKER, InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def single(request: Any, pb_utils: Any, name: str, *, required: bool = True) -> 
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
         if required:
-            raise InvalidInputError(f"input {name!r} is required")
+            raise InvalidInputError(f"input {REQUIRED_INPUTS.get(name, name)!r} is required")
         return None
     array = tensor.as_numpy()
     if array.size != 1:
