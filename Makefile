@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 REPO ?= model_repository
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo serve eval bench load soak clean
+.PHONY: setup load-deps test demo serve eval bench load soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: setup
+# perf_analyzer (in the tritonclient wheel) links Debian's libb64.
+load-deps:
+	@ldconfig -p | grep -q libb64.so.0d || apt-get install -y -q libb64-0d >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q libb64-0d >/dev/null)
+
+test: setup load-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: setup
@@ -34,7 +39,7 @@ eval: setup
 bench: setup
 	$(BIN)/python -m benchmarks.run_all --short
 
-load: setup
+load: setup load-deps
 	$(BIN)/lita load-test --repository $(REPO)
 
 soak: setup

@@ -111,7 +111,9 @@ def server_env(extra_pythonpath: list[str] | None = None) -> dict[str, str]:
     if libdir:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    # Two torch processes (encoder, decoder) share the cores; with a thread per core each, the idle
+    # one's spinning threads slow the busy one several-fold on small machines.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
     return env
 
 
