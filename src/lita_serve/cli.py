@@ -18,12 +18,18 @@ DEFAULT_REPOSITORY = Path("model_repository")
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start tritonserver on a model repository (127.0.0.1 unless --host says otherwise)."""
-    from lita_serve.serve.launcher import Ports, TritonServer, serve_forever
+    from lita_serve.serve.launcher import GrpcTls, Ports, TritonServer, serve_forever
 
+    tls = None
+    if args.grpc_server_cert or args.grpc_server_key:
+        if not (args.grpc_server_cert and args.grpc_server_key):
+            raise LitaError("--grpc-server-cert and --grpc-server-key go together")
+        tls = GrpcTls(args.grpc_server_cert, args.grpc_server_key, args.grpc_root_cert)
     server = TritonServer(args.repository, ports=Ports(args.http_port, args.grpc_port, args.metrics_port),
-                          host=args.host, log_path=args.log_file, log_verbose=args.log_verbose)
-    print(f"serving {args.repository} on grpc {server.grpc_url}, http {server.http_url}", file=sys.stderr)
-    return serve_forever(server, timeout=args.timeout)
+                          host=args.host, log_path=args.log_file, log_verbose=args.log_verbose, tls=tls)
+    print(f"serving {args.repository} on grpc {server.grpc_url}{' (TLS)' if tls else ''}, http {server.http_url}",
+          file=sys.stderr)
+    return serve_forever(server, timeout=args.timeout, supervise=args.supervise)
 
 
 def cmd_tokenizer_convert(args: argparse.Namespace) -> int:
@@ -187,6 +193,11 @@ def _add_serve(sub) -> None:
     p.add_argument("--log-file", type=Path, default=None)
     p.add_argument("--log-verbose", type=int, default=0)
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for readiness")
+    p.add_argument("--grpc-server-cert", type=Path, default=None, help="PEM certificate: serve gRPC over TLS")
+    p.add_argument("--grpc-server-key", type=Path, default=None, help="PEM private key of that certificate")
+    p.add_argument("--grpc-root-cert", type=Path, default=None, help="CA certificate: require client certificates")
+    p.add_argument("--supervise", action="store_true",
+                   help="restart the server when it dies or a model process fails (instead of exiting)")
     p.set_defaults(func=cmd_serve)
 
 
