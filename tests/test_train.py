@@ -19,12 +19,13 @@ from lita_serve.checkpoint.vocab import padded_vocab_size
 from lita_serve.config import LitaConfig
 from lita_serve.data.synthetic import Event, make_event_video
 from lita_serve.encode.visual_tokens import num_visual_tokens
-from lita_serve.evaluate import temporal_iou
+from lita_serve.evaluate import score, temporal_iou
 from lita_serve.preprocess.video import sample_video_for
 from lita_serve.time_tokens import parse_time_tokens, seconds_to_index
 from lita_serve.tokenizer import LitaTokenizer
 from lita_serve.train.dataset import IGNORE_INDEX, cache_features, localization_examples, make_split, with_vocab
-from lita_serve.train.demo import MANIFEST_FILE, TOKENIZER_FILE, answer_question, build_tokenizer
+from lita_serve.train.demo import (MANIFEST_FILE, TOKENIZER_FILE, answer_question, boundary_bin_accuracy,
+                                   build_tokenizer)
 from lita_serve.train.loop import TrainSettings, train
 from lita_serve.train.position_init import init_position_head
 
@@ -105,6 +106,19 @@ def test_position_head_counts_from_the_start(tiny_setup):
     scaled = signal * torch.arange(1, ids.shape[1] + 1)
     assert torch.allclose(scaled, scaled[0].expand_as(scaled), rtol=1e-4)
     assert bool((signal[1:] < signal[:-1]).all())
+
+
+def test_boundary_bin_accuracy_counts_each_end():
+    # duration 99 s, 100 tokens: one bin is one second. Truth (10, 50) -> bins 10 and 50.
+    records = [
+        {"question_id": "exact", "video": "a", "duration": 99.0, "gt": (10.0, 50.0), "prediction_text": "<t10> <t50>"},
+        {"question_id": "off", "video": "b", "duration": 99.0, "gt": (10.0, 50.0), "prediction_text": "<t11> <t53>"},
+        {"question_id": "two", "video": "c", "duration": 99.0, "gt": (10.0, 50.0), "prediction_text": "<t8> <t52>"},
+        {"question_id": "none", "video": "d", "duration": 99.0, "gt": (10.0, 50.0), "prediction_text": "no idea"},
+    ]
+    got = boundary_bin_accuracy(score(records, policy="lita"), 100)
+    # boundary errors: 0,0 | 1,3 | 2,2 | missing,missing
+    assert got == {"within_1_bin": 3 / 8, "within_2_bin": 5 / 8}
 
 
 @pytest.fixture(scope="module")

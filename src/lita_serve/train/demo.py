@@ -6,7 +6,8 @@ it for LITA 1.0 (``<t0>..<t99>``), cache the frozen random vision tower's pooled
 initialisation (:mod:`lita_serve.train.position_init`), train projector + decoder with AdamW on
 "When does X appear?" -> "<ta> <tb>" (plus the frame-level auxiliary losses), then evaluate the served
 path on the held-out set (frames -> ``encode_video`` -> server prompt ids -> greedy ``generate``
--> decode -> :func:`lita_serve.evaluate.score`, LITA policy) and write the checkpoint in the
+-> decode -> :func:`lita_serve.evaluate.score`, LITA policy, plus the boundaries' precision in
+time-token bins) and write the checkpoint in the
 released HF layout plus ``tokenizer.model`` and ``manifest.json``.
 """
 
@@ -34,6 +35,7 @@ from lita_serve.encode.visual_tokens import num_visual_tokens
 from lita_serve.evaluate import Report, score
 from lita_serve.model import LitaModel
 from lita_serve.prompt import build_input_ids
+from lita_serve.time_tokens import seconds_to_index
 from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece
 from lita_serve.data.synthetic import VideoSpec
 from lita_serve.train.dataset import (
@@ -51,9 +53,16 @@ MANIFEST_FILE = "manifest.json"
 BASE_VOCAB_SIZE = 600  # SentencePiece pieces (256 of them byte fallback) before LITA's 110 added tokens
 EVAL_SEED_OFFSET = 1_000_003  # held-out videos come from a different seed stream than training
 ANSWER_MAX_TOKENS = 16
+BIN_TOLERANCES = (1, 2)  # boundary precision reported in the manifest, in time-token bins
 DEFAULT_TRAIN_VIDEOS = 1500
 DEFAULT_EVAL_VIDEOS = 60  # ~2 events each: >= 100 held-out questions
 REGENERATE_COMMAND = "python -m lita_serve.train.demo --out assets/demo --seed {seed}"
+
+
+def regenerate_command(seed: int, preset: str = DEMO_PRESET) -> str:
+    """The command line that regenerates the demo assets (``--preset`` only when not the default)."""
+    command = REGENERATE_COMMAND.format(seed=seed)
+    return command if preset == DEMO_PRESET else f"{command} --preset {preset}"
 
 
 def _say(message: dict[str, Any], printer: Callable[[str], None] | None) -> None:
@@ -96,6 +105,26 @@ def report_metrics(report: Report) -> dict[str, Any]:
     return {k: (round(o[k], 4) if isinstance(o[k], float) else o[k]) for k in keys}
 
 
+def boundary_bin_accuracy(report: Report, num_time_tokens: int,
+                          tolerances: tuple[int, ...] = BIN_TOLERANCES) -> dict[str, float]:
+    """Fraction of predicted boundaries (starts and ends alike) within ``k`` time-token bins of the truth.
+
+    A bin is ``duration / (N - 1)``; both the prediction and the ground truth are mapped to their
+    nearest bin index (``seconds_to_index``), so "within 0" means the same token. An answer without
+    a span counts as two misses. Plain fraction over all ``2 * count`` boundaries.
+    """
+    errors = []  # |predicted bin - true bin| per boundary; None for a missing span
+    for item in report.items:
+        for b in (0, 1):
+            if item.span is None:
+                errors.append(None)
+                continue
+            pred = seconds_to_index(item.span[b], item.duration, num_time_tokens)
+            errors.append(abs(pred - seconds_to_index(item.gt[b], item.duration, num_time_tokens)))
+    total = max(1, len(errors))
+    return {f"within_{k}_bin": round(sum(e is not None and e <= k for e in errors) / total, 4) for k in tolerances}
+
+
 def _save(model: LitaModel, tokenizer_path: Path, tokenizer: LitaTokenizer, out_dir: Path) -> None:
     save_hf_checkpoint(model, out_dir, safetensors=True,
                        extra_config={"time_token_ids": list(tokenizer.time_token_ids)})
@@ -104,11 +133,12 @@ def _save(model: LitaModel, tokenizer_path: Path, tokenizer: LitaTokenizer, out_
 
 def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = 10, num_videos: int = DEFAULT_TRAIN_VIDEOS,
                eval_videos: int = DEFAULT_EVAL_VIDEOS, printer: Callable[[str], None] | None = print,
-               settings: TrainSettings | None = None) -> dict[str, Any]:
+               settings: TrainSettings | None = None, preset: str = DEMO_PRESET) -> dict[str, Any]:
     """Generate data, train, evaluate on held-out videos, save into ``out_dir``; returns the manifest.
 
     The manifest holds the seed, sizes, training wall time, held-out metrics (mIoU,
-    R@0.3/0.5/0.7, the random-segment baseline) and the torch version; it is also written as
+    R@0.3/0.5/0.7, the random-segment baseline, the fraction of predicted boundaries within 1 and
+    2 time-token bins of the truth) and the torch version; it is also written as
     ``out_dir/manifest.json``. Progress is printed as one JSON object per line.
     """
     torch.manual_seed(seed)
@@ -117,14 +147,15 @@ def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = 10, num_vid
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_demo(Path(out_dir), seed, max_minutes, num_videos, eval_videos, printer, settings)
+        return _train_demo(Path(out_dir), seed, max_minutes, num_videos, eval_videos, printer, settings, preset)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, eval_videos: int,
-                printer: Callable[[str], None] | None, settings: TrainSettings | None) -> dict[str, Any]:
-    base_cfg = LitaConfig.from_name(DEMO_PRESET)
+                printer: Callable[[str], None] | None, settings: TrainSettings | None,
+                preset: str) -> dict[str, Any]:
+    base_cfg = LitaConfig.from_name(preset)
     with tempfile.TemporaryDirectory(prefix="lita-train-demo-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
@@ -147,10 +178,11 @@ def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, e
         served = load_lita(out_dir, tokenizer_size=tokenizer.vocab_size)  # evaluate what was saved
         report = evaluate_clips(served, tokenizer, sample_split(eval_specs, cfg), seed=seed)
     manifest = {
-        "seed": seed, "command": REGENERATE_COMMAND.format(seed=seed), "preset": DEMO_PRESET, "train_videos": num_videos, "heldout_videos": eval_videos,
+        "seed": seed, "command": regenerate_command(seed, preset), "preset": preset, "train_videos": num_videos, "heldout_videos": eval_videos,
         "train_examples": len(examples), "steps": result.steps, "stopped_by": result.stopped_by,
         "train_wall_s": round(result.wall_s, 1), "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4),
-        "heldout": report_metrics(report), "summary": report.summary_line(),
+        "heldout": {**report_metrics(report), **boundary_bin_accuracy(report, cfg.lita.num_time_tokens)},
+        "summary": report.summary_line(),
         "torch": torch.__version__, "threads": 1, "python": platform.python_version(),
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -168,9 +200,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-minutes", type=float, default=10.0)
     parser.add_argument("--num-videos", type=int, default=DEFAULT_TRAIN_VIDEOS)
     parser.add_argument("--eval-videos", type=int, default=DEFAULT_EVAL_VIDEOS)
+    parser.add_argument("--preset", default=DEMO_PRESET)
     args = parser.parse_args(argv)
     train_demo(args.out, seed=args.seed, max_minutes=args.max_minutes, num_videos=args.num_videos,
-               eval_videos=args.eval_videos)
+               eval_videos=args.eval_videos, preset=args.preset)
 
 
 if __name__ == "__main__":
