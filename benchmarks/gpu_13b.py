@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 
+from lita_serve.checkpoint.demo import randomize_
+
 H100_SXM_TBS = 3.35  # NVIDIA's published HBM3 bandwidth of the H100 SXM, TB/s
 PROMPT_TEXT_TOKENS = 40  # the question and the conversation template around the visual tokens
 
@@ -46,18 +48,6 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> float:
     return statistics.median(times)
 
 
-def _randomize(module: torch.nn.Module) -> None:
-    """N(0, 0.02) weights, unit norm scales, zero biases: finite activations in fp16."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif "norm" in name:
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02)
-
-
 def build(cfg, device: torch.device, dtype: torch.dtype):
     """(encoder, decoder) built directly on ``device`` in ``dtype`` (no CPU copy of 13B weights)."""
     from lita_serve.decode.llama import LlamaDecoder  # noqa: PLC0415
@@ -71,8 +61,8 @@ def build(cfg, device: torch.device, dtype: torch.dtype):
             decoder = LlamaDecoder(cfg.text).eval()
     finally:
         torch.set_default_dtype(previous)
-    _randomize(encoder)
-    _randomize(decoder)
+    randomize_(encoder)
+    randomize_(decoder)
     return encoder, decoder
 
 

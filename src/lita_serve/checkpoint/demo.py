@@ -15,19 +15,27 @@ from lita_serve.model import LitaModel
 DEMO_INIT_STD = 0.02  # LlamaConfig.initializer_range: keeps random logits in a sane range
 
 
-def build_random_model(cfg: LitaConfig, seed: int) -> LitaModel:
-    """A LitaModel with N(0, 0.02) weights (norm scales 1, biases 0), reproducible from ``seed``."""
-    gen = torch.Generator().manual_seed(seed)
-    model = LitaModel(cfg).eval()
+def randomize_(module: torch.nn.Module, generator: torch.Generator | None = None) -> torch.nn.Module:
+    """N(0, 0.02) weights, unit norm scales, zero biases, in place: finite activations in fp16 too.
+
+    With a CPU ``generator`` the draw is reproducible whatever the module's device.
+    """
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, param in module.named_parameters():
             if name.endswith("bias"):
                 param.zero_()
             elif "norm" in name:
                 param.fill_(1.0)
+            elif generator is not None:
+                param.copy_(torch.randn(param.shape, generator=generator) * DEMO_INIT_STD)
             else:
-                param.copy_(torch.randn(param.shape, generator=gen) * DEMO_INIT_STD)
-    return model
+                param.normal_(0.0, DEMO_INIT_STD)
+    return module
+
+
+def build_random_model(cfg: LitaConfig, seed: int) -> LitaModel:
+    """A LitaModel with N(0, 0.02) weights (norm scales 1, biases 0), reproducible from ``seed``."""
+    return randomize_(LitaModel(cfg).eval(), torch.Generator().manual_seed(seed))
 
 
 def write_demo_checkpoint(out_dir: Path, cfg: LitaConfig, seed: int, tokenizer_size: int | None = None,
