@@ -30,7 +30,10 @@ test: setup load-deps
 demo: setup
 	$(BIN)/lita demo --repository $(REPO)
 
-serve: setup
+$(REPO)/lita.json: $(STAMP)
+	$(BIN)/lita demo --build-only --repository $(REPO)
+
+serve: setup $(REPO)/lita.json
 	$(BIN)/lita serve --repository $(REPO)
 
 eval: setup
@@ -39,7 +42,7 @@ eval: setup
 bench: setup
 	$(BIN)/python -m benchmarks.run_all --short
 
-load: setup load-deps
+load: setup load-deps $(REPO)/lita.json
 	$(BIN)/lita load-test --repository $(REPO)
 
 soak: setup

@@ -90,8 +90,11 @@ def _add_build(sub) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the demo model, serve it, ask about a generated video, print the answer, stop."""
-    from lita_serve.demo import run_demo
+    from lita_serve.demo import build_demo_repository, run_demo
 
+    if args.build_only:
+        build_demo_repository(args.repository)
+        return 0
     result = run_demo(args.repository, args.workdir)
     return 0 if result.segments else 1
 
@@ -100,6 +103,7 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help=cmd_demo.__doc__)
     p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
     p.add_argument("--workdir", type=Path, default=Path("artifacts/demo"))
+    p.add_argument("--build-only", action="store_true", help="only build the demo model into the repository")
     p.set_defaults(func=cmd_demo)
 
 
