@@ -14,7 +14,7 @@ import numpy as np
 
 from lita_serve.decode.sampling import SamplingParams
 from lita_serve.decode.service import ServerBusyError
-from lita_serve.serve.interface import REQUIRED_INPUTS
+from lita_serve.serve.interface import REQUIRED_INPUTS, SAMPLING_INPUTS
 from lita_serve.errors import INTERNAL_ERROR_MARKER, SERVER_BUSY_MARKER, InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -57,22 +57,21 @@ def check_batch_of_one(request: Any, pb_utils: Any, name: str) -> None:
                                 f"{tensor.as_numpy().shape[0]}")
 
 
-def sampling_params(request: Any, pb_utils: Any, default_max_tokens: int) -> tuple[SamplingParams, bool]:
-    """Sampling parameters and the ``stream`` flag from the optional inputs (defaults when absent)."""
-    def get(name: str, cast, default):
-        value = single(request, pb_utils, name, required=False)
-        return default if value is None else cast(value)
+_CASTS = {"INT32": int, "INT64": int, "FP32": float, "BOOL": bool}
 
-    params = SamplingParams(
-        max_tokens=get("MAX_TOKENS", int, default_max_tokens),
-        temperature=get("TEMPERATURE", float, 1.0),
-        top_k=get("TOP_K", int, 0),
-        top_p=get("TOP_P", float, 1.0),
-        repetition_penalty=get("REPETITION_PENALTY", float, 1.0),
-        seed=get("SEED", int, None),
-        greedy=get("GREEDY", bool, True),
-    )
-    return params, get("STREAM", bool, False)
+
+def sampling_params(request: Any, pb_utils: Any, default_max_tokens: int) -> tuple[SamplingParams, bool]:
+    """Sampling parameters and the ``stream`` flag from the optional inputs.
+
+    Absent inputs keep :class:`SamplingParams`' defaults (``max_tokens``: the repository's).
+    """
+    given = {"max_tokens": default_max_tokens}
+    for name, (tensor, dtype) in SAMPLING_INPUTS.items():
+        value = single(request, pb_utils, tensor, required=False)
+        if value is not None:
+            given[name] = _CASTS[dtype](value)
+    stream = bool(given.pop("stream", False))
+    return SamplingParams(**given), stream
 
 
 def stats_in(request: Any, pb_utils: Any) -> dict:
