@@ -47,8 +47,11 @@ _TRANSPORT_ERRORS = (InferenceServerException, grpc.RpcError)
 _POLL_S = 0.25
 
 
-def _ended_early(url: str) -> ServerError:
-    return ServerError(f"server error: the stream from {url} ended before the final response")
+def _finish(builder: AnswerBuilder, url: str) -> Answer:
+    """The builder's answer; a ServerError when the stream ended before the final response."""
+    if not builder.done:
+        raise ServerError(f"server error: the stream from {url} ended before the final response")
+    return builder.answer()
 
 
 def _gave_up(exc: ServerUnavailableError, attempts: int) -> ServerUnavailableError:
@@ -78,6 +81,12 @@ class _Base:
     def _arrays(self, video: VideoSource, question: str, duration: float | None, sampling: dict[str, Any],
                 stream: bool) -> list:
         return request_arrays(read_video(video), question, duration, sampling, stream)
+
+    def _health(self, flags: list[bool], exc: Exception | None = None) -> Health:
+        """Health from the live/ready/model-ready flags answered so far (False for the rest after ``exc``)."""
+        if exc is None:
+            return Health(self.url, self.model_name, *flags)
+        return Health(self.url, self.model_name, *(flags + [False] * 3)[:3], error=str(self._translate(exc)))
 
     def _not_ready(self, health: Health, waited: float) -> LitaClientError:
         if not health.server_live:
@@ -110,9 +119,7 @@ class AnswerStream:
             builder.add(chunk)
             if chunk.text:
                 yield chunk.text
-        if not builder.done:
-            raise _ended_early(self._url)
-        self.answer = builder.answer()
+        self.answer = _finish(builder, self._url)
 
 
 class LitaClient(_Base):
@@ -134,8 +141,8 @@ class LitaClient(_Base):
             flags.append(self._client.is_server_ready(client_timeout=t))
             flags.append(self._client.is_model_ready(self.model_name, client_timeout=t))
         except _TRANSPORT_ERRORS as exc:
-            return Health(self.url, self.model_name, *(flags + [False] * 3)[:3], error=str(self._translate(exc)))
-        return Health(self.url, self.model_name, *flags)
+            return self._health(flags, exc)
+        return self._health(flags)
 
     def is_ready(self) -> bool:
         return self.health().ok
@@ -157,9 +164,7 @@ class LitaClient(_Base):
         builder = AnswerBuilder()
         for chunk in self._chunks(video, question, duration, sampling, stream=False):
             builder.add(chunk)
-        if not builder.done:
-            raise _ended_early(self.url)
-        return builder.answer()
+        return _finish(builder, self.url)
 
     def stream(self, video: VideoSource, question: str, *, duration: float | None = None,
                **sampling: Any) -> AnswerStream:
@@ -263,9 +268,7 @@ class AsyncAnswerStream:
             builder.add(chunk)
             if chunk.text:
                 yield chunk.text
-        if not builder.done:
-            raise _ended_early(self._url)
-        self.answer = builder.answer()
+        self.answer = _finish(builder, self._url)
 
 
 class AsyncLitaClient(_Base):
@@ -288,8 +291,8 @@ class AsyncLitaClient(_Base):
             flags.append(await client.is_server_ready(client_timeout=t))
             flags.append(await client.is_model_ready(self.model_name, client_timeout=t))
         except _TRANSPORT_ERRORS as exc:
-            return Health(self.url, self.model_name, *(flags + [False] * 3)[:3], error=str(self._translate(exc)))
-        return Health(self.url, self.model_name, *flags)
+            return self._health(flags, exc)
+        return self._health(flags)
 
     async def is_ready(self) -> bool:
         return (await self.health()).ok
@@ -309,9 +312,7 @@ class AsyncLitaClient(_Base):
         builder = AnswerBuilder()
         async for chunk in self._chunks(video, question, duration, sampling, stream=False):
             builder.add(chunk)
-        if not builder.done:
-            raise _ended_early(self.url)
-        return builder.answer()
+        return _finish(builder, self.url)
 
     def stream(self, video: VideoSource, question: str, *, duration: float | None = None,
                **sampling: Any) -> AsyncAnswerStream:
