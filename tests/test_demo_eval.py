@@ -16,9 +16,8 @@ def test_demo_answers_about_the_generated_video(tmp_path):
     lines: list[str] = []
     result = run_demo(tmp_path / "repo", tmp_path / "work", printer=lines.append)
     assert result.segments, lines
-    start_err, end_err = result.error_bins
-    # 20 sampled frames: one frame spans about 5 time-token bins, the model's resolution.
-    assert max(start_err, end_err) <= 6.0, lines
+    # both ends within one time-token bin (duration / (N - 1) seconds) of the truth
+    assert result.within_one_bin and max(result.error_bins) <= 1.0, lines
     assert any(line.startswith("A: ") and "s" in line for line in lines)
 
 

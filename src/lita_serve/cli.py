@@ -128,7 +128,8 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
     """Train the small demo model on synthetic event videos (CPU, minutes) and save it in the HF layout."""
     from lita_serve.train.demo import train_demo
 
-    train_demo(args.output, seed=args.seed, max_minutes=args.max_minutes)
+    threads = {} if args.threads is None else {"threads": args.threads}
+    train_demo(args.output, seed=args.seed, max_minutes=args.max_minutes, **threads)
     return 0
 
 
@@ -137,6 +138,8 @@ def _add_train_demo(sub) -> None:
     p.add_argument("--output", type=Path, default=Path("assets/demo"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-minutes", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads (default: the two cores the budget is stated for); part of what makes a run reproducible")
     p.set_defaults(func=cmd_train_demo)
 
 

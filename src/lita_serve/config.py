@@ -178,6 +178,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "num_hidden_layers": 3, "num_attention_heads": 4},
         "text": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4,
                  "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 1024},
-        "lita": {"lita_version": "1.0", "projector_type": "linear", "sample_frames": 20},
+        "lita": {"lita_version": "1.0", "projector_type": "linear", "sample_frames": 100},
     },
 }

@@ -248,13 +248,14 @@ def questions_for(spec: VideoSpec) -> list[dict]:
     """Question/answer pairs with exact answers in seconds.
 
     * ``{"task": "event_localization", "question": "When does the red circle appear?",
-      "answer": (start_s, end_s)}`` for each event;
+      "answer": (start_s, end_s), "event": Event}`` for each event;
     * ``{"task": "dense_captioning", "question": "Describe the video with timestamps.",
       "answer": [(start_s, end_s, caption), ...]}`` ordered by start time.
     """
     events = sorted(spec.events, key=lambda e: (e.start_s, e.end_s))
     out: list[dict] = [
-        {"task": "event_localization", "question": f"When does the {e.name} appear?", "answer": (e.start_s, e.end_s)}
+        {"task": "event_localization", "question": f"When does the {e.name} appear?", "answer": (e.start_s, e.end_s),
+         "event": e}
         for e in events
     ]
     out.append({

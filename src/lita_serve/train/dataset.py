@@ -13,9 +13,10 @@ Pipeline (each step deterministic given its seed):
 3. :func:`localization_examples` turns each event into a LITA conversation,
    ``"When does the red circle appear?" -> "<ta> <tb>"``, as prompt ids built exactly like the
    server (:func:`lita_serve.prompt.build_input_ids`) plus answer ids; labels are -100 on the
-   prompt (visual positions included), as LITA masks its training targets. Two auxiliary
-   targets ride along at the temporal visual tokens (see :mod:`lita_serve.train.loop`): the
-   frame's own time token and the words of the colours on screen in that frame.
+   prompt (visual positions included), as LITA masks its training targets. Auxiliary targets
+   ride along (see :mod:`lita_serve.train.loop`): at the temporal visual tokens, the frame's own
+   time token and the words of the colours on screen in that frame; for the answer, the
+   positions of the event's first and last visible frame, where its time tokens should look.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 from lita_serve.config import LitaConfig
 from lita_serve.conversation import build_prompt
-from lita_serve.data.synthetic import VideoSpec, encode_spec, questions_for, random_video_spec
+from lita_serve.data.synthetic import Event, VideoSpec, encode_spec, questions_for, random_video_spec
 from lita_serve.encode.clip import CLIPVisionTower
 from lita_serve.encode.visual_tokens import pool_visual_tokens
 from lita_serve.preprocess.sampling import frame_indices
@@ -37,6 +38,7 @@ from lita_serve.preprocess.video import sample_video_for
 from lita_serve.prompt import build_input_ids
 from lita_serve.time_tokens import seconds_to_token
 from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.train.tower import sampled_frame_times
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (LLaVA/LITA's IGNORE_INDEX)
 LOCALIZATION = "event_localization"
@@ -71,6 +73,8 @@ class Example:
     frame_positions: tuple[int, ...] = ()
     frame_labels: tuple[int, ...] = ()
     frame_colors: tuple[tuple[int, ...], ...] = ()  # per temporal token: ids of the visible colours' words
+    attend_from: tuple[int, ...] = ()  # positions whose next token is the answer's start / end time token
+    attend_to: tuple[int, ...] = ()  # positions of the event's first / last visible temporal token
 
 
 def make_split(out_dir: Path, count: int, seed: int, *,
@@ -128,14 +132,14 @@ def localization_answer(start_s: float, end_s: float, duration: float, num_time_
 
 
 def localization_items(clips: list[SampledClip]) -> list[dict]:
-    """Every "When does the X appear?" question of every clip: {video_index, question, gt, duration}."""
+    """Every "When does the X appear?" question of every clip: {video_index, question, gt, duration, event}."""
     items = []
     for v, clip in enumerate(clips):
         for q in questions_for(clip.spec):
             if q["task"] == LOCALIZATION:
                 start, end = q["answer"]
                 items.append({"video_index": v, "question": q["question"], "duration": clip.duration,
-                              "gt": (float(start), float(min(end, clip.duration)))})
+                              "gt": (float(start), float(min(end, clip.duration))), "event": q["event"]})
     return items
 
 
@@ -175,11 +179,26 @@ def localization_examples(tokenizer: LitaTokenizer, clips: list[SampledClip], cf
         answer = localization_answer(*item["gt"], item["duration"], cfg.lita.num_time_tokens)
         answer_ids = tokenizer.encode(answer, allow_special=True) + [tokenizer.eos_id]
         first_visual = next(i for i, t in enumerate(prompt) if t >= cfg.text.vocab_size)  # temporal tokens lead
-        examples.append(Example(item["video_index"], tuple(prompt + answer_ids),
+        ids = prompt + answer_ids
+        time_ids = set(tokenizer.time_token_ids)
+        attend_from = tuple(i - 1 for i in range(len(prompt), len(ids)) if ids[i] in time_ids)[:2]
+        first, last = visible_frame_range(clips[item["video_index"]], item["event"], cfg)
+        examples.append(Example(item["video_index"], tuple(ids),
                                 tuple([IGNORE_INDEX] * len(prompt) + answer_ids),
                                 tuple(range(first_visual, first_visual + len(frame_labels))), frame_labels,
-                                colors[item["video_index"]]))
+                                colors[item["video_index"]], attend_from,
+                                (first_visual + first, first_visual + last)))
     return examples
+
+
+def visible_frame_range(clip: SampledClip, event: Event, cfg: LitaConfig) -> tuple[int, int]:
+    """First and last sampled frame (of ``sample_frames``) that show ``event``."""
+    times = sampled_frame_times(int(round(clip.duration * clip.spec.fps)), clip.spec.fps, cfg.lita.sample_frames)
+    seen = [k for k, t in enumerate(times) if event.visible_at(t)]
+    if not seen:  # shorter than one frame interval: the nearest frame to its start
+        nearest = int(np.argmin(np.abs(times - event.start_s)))
+        return nearest, nearest
+    return seen[0], seen[-1]
 
 
 def tokenizer_texts(specs: list[VideoSpec]) -> list[str]:

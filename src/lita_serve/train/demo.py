@@ -1,14 +1,17 @@
 """``lita train-demo``: train a small LITA model on synthetic event videos, evaluate it, save it.
 
 Steps: encode train and held-out videos (different seeds, so no held-out video or event is
-seen in training), decode each once, train a tiny SentencePiece model on the prompts and convert
-it for LITA 1.0 (``<t0>..<t99>``), cache the frozen random vision tower's pooled features, install the position-aware
-initialisation (:mod:`lita_serve.train.position_init`), train projector + decoder with AdamW on
-"When does X appear?" -> "<ta> <tb>" (plus the frame-level auxiliary losses), then evaluate the served
-path on the held-out set (frames -> ``encode_video`` -> server prompt ids -> greedy ``generate``
--> decode -> :func:`lita_serve.evaluate.score`, LITA policy, plus the boundaries' precision in
-time-token bins) and write the checkpoint in the
-released HF layout plus ``tokenizer.model`` and ``manifest.json``.
+seen in training); train a tiny SentencePiece model on the prompts and convert it for LITA 1.0
+(``<t0>..<t99>``); pretrain the vision tower on what is on screen in frames of the training
+videos (:mod:`lita_serve.train.tower`, standing in for CLIP's pretraining) and freeze it; cache
+its pooled features of every training video (decoded once); install the position-aware
+initialisation (:mod:`lita_serve.train.position_init`); train projector + decoder with AdamW on
+"When does X appear?" -> "<ta> <tb>" plus the auxiliary losses of :mod:`lita_serve.train.loop`
+(frame time tokens, colours on screen, and one head taught to look at the event's first and last
+frame and to copy that frame's time token); then evaluate the served path on the held-out set (frames -> ``encode_video`` -> server
+prompt ids -> greedy ``generate`` -> decode -> :func:`lita_serve.evaluate.score`, LITA policy,
+plus the boundaries' precision in time-token bins) and write the checkpoint in the released HF
+layout plus ``tokenizer.model`` and ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from lita_serve.train.dataset import (
 )
 from lita_serve.train.loop import TrainSettings, train
 from lita_serve.train.position_init import init_position_head
+from lita_serve.train.tower import TowerSettings, collect_frames, pretrain_tower, probe_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,11 @@ ANSWER_MAX_TOKENS = 16
 BIN_TOLERANCES = (1, 2)  # boundary precision reported in the manifest, in time-token bins
 DEFAULT_TRAIN_VIDEOS = 1500
 DEFAULT_EVAL_VIDEOS = 60  # ~2 events each: >= 100 held-out questions
+TOWER_VIDEOS = 600  # training videos whose frames pretrain the vision tower
+TOWER_FRAMES_PER_VIDEO = 25
+TOWER_STEPS = 3000  # about a minute on two threads; a fixed count keeps the stage deterministic
+DECODER_STEPS = 2800  # about 8.5 minutes on two threads; the time budget only caps slower machines
+DEFAULT_THREADS = 2  # the two cores the budget is stated for (the manifest records the count)
 REGENERATE_COMMAND = "python -m lita_serve.train.demo --out assets/demo --seed {seed}"
 
 
@@ -131,10 +140,28 @@ def _save(model: LitaModel, tokenizer_path: Path, tokenizer: LitaTokenizer, out_
     shutil.copyfile(tokenizer_path, out_dir / TOKENIZER_FILE)
 
 
+def _pretrain_tower(model: LitaModel, specs: list[VideoSpec], cfg: LitaConfig, seed: int, seconds: float,
+                    printer: Callable[[str], None] | None) -> dict[str, Any]:
+    """Pretrain the vision tower on frames of the first training videos; returns its manifest entry."""
+    frames, labels = collect_frames(specs[:TOWER_VIDEOS], cfg, TOWER_FRAMES_PER_VIDEO)  # [N,3,S,S], [N,K]
+    tower = model.encoder.vision_tower
+    before = probe_accuracy(tower, frames, labels)
+    result = pretrain_tower(tower, frames, labels, TowerSettings(seed=seed, max_steps=TOWER_STEPS, max_seconds=seconds),
+                            on_log=lambda m: _say({"phase": "tower", **m}, printer))
+    entry = {"frames": int(frames.shape[0]), "steps": result.steps, "wall_s": round(result.wall_s, 1),
+             "probe_exact_before": round(before, 4), "probe_exact_after": round(probe_accuracy(tower, frames, labels), 4)}
+    _say({"phase": "tower_done", **entry}, printer)
+    return entry
+
+
 def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = 10, num_videos: int = DEFAULT_TRAIN_VIDEOS,
                eval_videos: int = DEFAULT_EVAL_VIDEOS, printer: Callable[[str], None] | None = print,
-               settings: TrainSettings | None = None, preset: str = DEMO_PRESET) -> dict[str, Any]:
+               settings: TrainSettings | None = None, preset: str = DEMO_PRESET,
+               threads: int = DEFAULT_THREADS) -> dict[str, Any]:
     """Generate data, train, evaluate on held-out videos, save into ``out_dir``; returns the manifest.
+
+    Deterministic given ``seed`` and ``threads`` as long as both stages finish their fixed step
+    counts inside ``max_minutes`` (``stopped_by`` in the manifest says which limit ended training).
 
     The manifest holds the seed, sizes, training wall time, held-out metrics (mIoU,
     R@0.3/0.5/0.7, the random-segment baseline, the fraction of predicted boundaries within 1 and
@@ -142,14 +169,14 @@ def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = 10, num_vid
     ``out_dir/manifest.json``. Progress is printed as one JSON object per line.
     """
     torch.manual_seed(seed)
-    # One thread: on a few cores shared with other jobs, two spinning OpenMP threads ran several
-    # times slower per step than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    # Matmul reductions split differently with another thread count, so the count is part of
+    # what makes a run reproducible. On cores shared with other jobs, one thread can be faster.
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return _train_demo(Path(out_dir), seed, max_minutes, num_videos, eval_videos, printer, settings, preset)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, eval_videos: int,
@@ -167,23 +194,27 @@ def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, e
                                                      DEFAULT_VOCAB_MULTIPLE))
         model = build_random_model(cfg, seed)
         init_position_head(model, tokenizer.bos_id)
+        budget_s = max_minutes * 60
+        tower = _pretrain_tower(model, train_specs, cfg, seed, 0.25 * budget_s, printer)
         train_clips, features = cache_features(model.encoder.vision_tower, train_specs, cfg)  # [N, N_vis, Dv]
         examples = localization_examples(tokenizer, train_clips, cfg, num_visual_tokens(cfg))
         _say({"phase": "data", "train_videos": num_videos, "heldout_videos": eval_videos, "examples": len(examples),
               "seconds": round(time.perf_counter() - start, 1)}, printer)
-        settings = settings or TrainSettings(seed=seed, lr=3e-3, batch_size=16, max_seconds=max_minutes * 60,
-                                             max_steps=100_000, log_every=100)
+        settings = settings or TrainSettings(seed=seed, lr=3e-3, batch_size=16,
+                                             max_seconds=max(1.0, budget_s - tower["wall_s"]),
+                                             max_steps=DECODER_STEPS, log_every=100, attend_loss_weight=1.0,
+                                             copy_loss_weight=1.0)
         result = train(model, features, examples, settings, on_log=lambda m: _say({"phase": "train", **m}, printer))
         _save(model, tokenizer_path, tokenizer, out_dir)
         served = load_lita(out_dir, tokenizer_size=tokenizer.vocab_size)  # evaluate what was saved
         report = evaluate_clips(served, tokenizer, sample_split(eval_specs, cfg), seed=seed)
     manifest = {
         "seed": seed, "command": regenerate_command(seed, preset), "preset": preset, "train_videos": num_videos, "heldout_videos": eval_videos,
-        "train_examples": len(examples), "steps": result.steps, "stopped_by": result.stopped_by,
-        "train_wall_s": round(result.wall_s, 1), "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4),
+        "train_examples": len(examples), "tower": tower, "steps": result.steps, "stopped_by": result.stopped_by,
+        "train_wall_s": round(tower["wall_s"] + result.wall_s, 1), "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4),
         "heldout": {**report_metrics(report), **boundary_bin_accuracy(report, cfg.lita.num_time_tokens)},
         "summary": report.summary_line(),
-        "torch": torch.__version__, "threads": 1, "python": platform.python_version(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
     }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     _say({"phase": "done", **manifest}, printer)
@@ -201,9 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-videos", type=int, default=DEFAULT_TRAIN_VIDEOS)
     parser.add_argument("--eval-videos", type=int, default=DEFAULT_EVAL_VIDEOS)
     parser.add_argument("--preset", default=DEMO_PRESET)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     args = parser.parse_args(argv)
     train_demo(args.out, seed=args.seed, max_minutes=args.max_minutes, num_videos=args.num_videos,
-               eval_videos=args.eval_videos, preset=args.preset)
+               eval_videos=args.eval_videos, preset=args.preset, threads=args.threads)
 
 
 if __name__ == "__main__":

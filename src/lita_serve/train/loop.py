@@ -4,7 +4,9 @@ The vision tower stays frozen (its pooled features are cached by
 :func:`lita_serve.train.dataset.visual_features`); each step projects the cached features with
 the model's own ``mm_projector`` into a per-row prompt table and runs the decoder on the
 server's prompt ids, so training sees exactly the embeddings served requests see. The loss is
-the next-token cross entropy on the answer tokens only (labels -100 elsewhere).
+the next-token cross entropy on the answer tokens only (labels -100 elsewhere), plus auxiliary
+terms that a small decoder trained from scratch needs (a pretrained LLM has them already): the
+time token of each frame, the colours on screen, and where the answer should look.
 
 Determinism: one ``torch.Generator`` seeded from ``seed`` orders the data, parameters are
 initialised by the caller from a seed, and ``torch.use_deterministic_algorithms`` is enabled for
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lita_serve.decode.llama import apply_rope
 from lita_serve.errors import InvalidInputError
 from lita_serve.model import LitaModel
 from lita_serve.train.dataset import IGNORE_INDEX, MAX_VISIBLE, Example
@@ -46,6 +49,10 @@ class TrainSettings:
     log_every: int = 25
     frame_loss_weight: float = 0.5  # weight of the auxiliary frame-timestamp loss (0 disables it)
     color_loss_weight: float = 0.5  # weight of the auxiliary "which colours are on screen" loss
+    attend_loss_weight: float = 0.0  # weight of the supervised-attention loss (0 disables it)
+    attend_layer: int = 2  # decoder layer whose head ``attend_head`` is taught where to look
+    attend_head: int = 0
+    copy_loss_weight: float = 0.0  # weight of "what that head copies from frame k names <tk>" (0 disables it)
 
 
 @dataclass
@@ -65,6 +72,8 @@ class Batch:
     frame_positions: Tensor  # [B,F] long, positions of the temporal visual tokens
     frame_labels: Tensor  # [B,F] long, time-token id of each temporal token
     frame_colors: Tensor  # [B,F,K] long, word ids of the colours on screen (IGNORE_INDEX padding)
+    attend_from: Tensor  # [B,2] long, positions whose next token is the answer's start / end time token
+    attend_to: Tensor  # [B,2] long, positions of the event's first / last visible temporal token
 
 
 def collate(examples: Sequence[Example]) -> Batch:
@@ -82,7 +91,9 @@ def collate(examples: Sequence[Example]) -> Batch:
                  torch.tensor([e.frame_positions for e in examples], dtype=torch.long).reshape(len(examples), -1),
                  torch.tensor([e.frame_labels for e in examples], dtype=torch.long).reshape(len(examples), -1),
                  torch.tensor([e.frame_colors for e in examples], dtype=torch.long).reshape(len(examples), -1,
-                                                                                            MAX_VISIBLE))
+                                                                                            MAX_VISIBLE),
+                 torch.tensor([e.attend_from for e in examples], dtype=torch.long).reshape(len(examples), -1),
+                 torch.tensor([e.attend_to for e in examples], dtype=torch.long).reshape(len(examples), -1))
 
 
 def color_loss(frame_logits: Tensor, colors: Tensor) -> Tensor:
@@ -93,33 +104,96 @@ def color_loss(frame_logits: Tensor, colors: Tensor) -> Tensor:
     return -(picked * valid).sum() / valid.sum().clamp(min=1)
 
 
-def batch_loss(model: LitaModel, features: Tensor, batch: Batch, frame_loss_weight: float = 0.0,
-               color_loss_weight: float = 0.0) -> tuple[Tensor, dict[str, float]]:
-    """Answer-token cross entropy (+ weighted frame-timestamp cross entropy).
+def batch_loss(model: LitaModel, features: Tensor, batch: Batch, settings: TrainSettings
+               ) -> tuple[Tensor, dict[str, float]]:
+    """Answer-token cross entropy plus the weighted auxiliary terms; returns (loss, parts).
 
-    features: [num_videos, N_vis, Dv] pooled tower features. The auxiliary term asks the logits at
-    temporal token k to name frame k's time token: dense supervision that teaches the small
-    decoder where each frame sits, which the answer tokens then copy. Serving is unaffected (the
-    logits at visual positions are never sampled).
+    features: [num_videos, N_vis, Dv] pooled tower features. Auxiliary terms (serving is
+    unaffected: logits at visual positions are never sampled and no weight is added):
+
+    * frame: the logits at temporal token k name frame k's time token, so each frame's hidden
+      state carries "where am I", which the answer then copies;
+    * colour: the same logits name the colours on screen in that frame;
+    * attend: one head (``attend_layer``/``attend_head``) at the position that emits the answer's
+      start (end) time token puts its attention on the event's first (last) visible frame --
+      the lookup the answer has to learn, taught directly instead of through the answer alone;
+    * copy: what that head writes into the residual stream when it looks at frame k, read out
+      through the final norm and ``lm_head``, names ``<tk>``. Attention alone found the right
+      frame but copied a blurred time (several neighbouring tokens likely); this makes the
+      looked-up frame's time come out as its own token.
     """
     table = model.encoder.mm_projector(features[batch.videos])  # [B,N_vis,H]
     embeds = model.decoder.embed(batch.ids, table)  # [B,T,H]
     positions = torch.arange(batch.ids.shape[1])
-    logits = model.decoder(embeds, positions, valid=batch.valid)  # [B,T,V]
+    attend = ((settings.attend_loss_weight > 0 and batch.attend_from.numel() > 0)
+              or (settings.copy_loss_weight > 0 and batch.frame_positions.numel() > 0))
+    layer_inputs: list[tuple] = []
+    hook = (model.decoder.model.layers[settings.attend_layer].register_forward_pre_hook(
+        lambda _module, args: layer_inputs.append(args)) if attend else None)
+    try:
+        logits = model.decoder(embeds, positions, valid=batch.valid)  # [B,T,V]
+    finally:
+        if hook is not None:
+            hook.remove()
     answer = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
     parts = {"answer_loss": float(answer.detach())}
-    if frame_loss_weight <= 0 or not batch.frame_positions.numel():
-        return answer, parts
-    rows = torch.arange(logits.shape[0])[:, None]
-    frame_logits = logits[rows, batch.frame_positions]  # [B,F,V]
-    frame = F.cross_entropy(frame_logits.flatten(0, 1), batch.frame_labels.flatten())
-    parts["frame_loss"] = float(frame.detach())
-    total = answer + frame_loss_weight * frame
-    if color_loss_weight > 0 and batch.frame_colors.numel():
-        colors = color_loss(frame_logits, batch.frame_colors)
-        parts["color_loss"] = float(colors.detach())
-        total = total + color_loss_weight * colors
+    total = answer
+    if settings.frame_loss_weight > 0 and batch.frame_positions.numel():
+        rows = torch.arange(logits.shape[0])[:, None]
+        frame_logits = logits[rows, batch.frame_positions]  # [B,F,V]
+        frame = F.cross_entropy(frame_logits.flatten(0, 1), batch.frame_labels.flatten())
+        parts["frame_loss"] = float(frame.detach())
+        total = total + settings.frame_loss_weight * frame
+        if settings.color_loss_weight > 0 and batch.frame_colors.numel():
+            colors = color_loss(frame_logits, batch.frame_colors)
+            parts["color_loss"] = float(colors.detach())
+            total = total + settings.color_loss_weight * colors
+    if layer_inputs and settings.attend_loss_weight > 0:
+        x, step = layer_inputs[0][0], layer_inputs[0][1]
+        layer = model.decoder.model.layers[settings.attend_layer]
+        logp = attention_log_probs(layer, x, step, settings.attend_head, batch.attend_from)  # [B,2,T]
+        looked = -logp.gather(-1, batch.attend_to[..., None]).mean()
+        parts["attend_loss"] = float(looked.detach())
+        total = total + settings.attend_loss_weight * looked
+    if layer_inputs and settings.copy_loss_weight > 0:
+        layer = model.decoder.model.layers[settings.attend_layer]
+        rows = torch.arange(batch.ids.shape[0])[:, None]
+        copied = head_output(layer, layer_inputs[0][0][rows, batch.frame_positions], settings.attend_head)  # [B,F,H]
+        copy_logits = model.decoder.lm_head(model.decoder.model.norm(copied))  # [B,F,V]
+        copy = F.cross_entropy(copy_logits.flatten(0, 1).float(), batch.frame_labels.flatten())
+        parts["copy_loss"] = float(copy.detach())
+        total = total + settings.copy_loss_weight * copy
     return total, parts
+
+
+def head_output(layer: torch.nn.Module, x: Tensor, head: int) -> Tensor:
+    """What one attention head of ``layer`` writes into the residual stream when it attends
+    fully to a token whose layer input is ``x`` [..., H]: ``O_h v_h(x)`` [..., H]."""
+    attn = layer.self_attn
+    d = attn.head_dim
+    kv_head = head // (attn.n_heads // attn.n_kv)
+    v = attn.v_proj(layer.input_layernorm(x))[..., kv_head * d:(kv_head + 1) * d]  # [..., D]
+    return v @ attn.o_proj.weight[:, head * d:(head + 1) * d].T  # [..., H]
+
+
+def attention_log_probs(layer: torch.nn.Module, x: Tensor, step, head: int, rows: Tensor) -> Tensor:
+    """Log attention weights of one head of a decoder ``layer`` at the query positions ``rows`` [B,Q].
+
+    x: the layer's input [B,T,H]; ``step`` is the forward's rotary tables and mask (the layer's
+    second argument). Recomputes what the layer's attention computes for that head: [B,Q,T].
+    """
+    attn = layer.self_attn
+    b, t, _ = x.shape
+    h = layer.input_layernorm(x)
+    d = attn.head_dim
+    kv_head = head // (attn.n_heads // attn.n_kv)
+    q = attn.q_proj(h).view(b, t, attn.n_heads, d)[:, :, head][:, None]  # [B,1,T,D]
+    k = attn.k_proj(h).view(b, t, attn.n_kv, d)[:, :, kv_head][:, None]  # [B,1,T,D]
+    q, k = apply_rope(q, step.cos, step.sin)[:, 0], apply_rope(k, step.cos, step.sin)[:, 0]  # [B,T,D]
+    batch_rows = torch.arange(b)[:, None]
+    scores = q[batch_rows, rows] @ k.transpose(1, 2) / math.sqrt(d)  # [B,Q,T]
+    mask = step.mask[:, 0][batch_rows, rows]  # [B,Q,T] True where attention is allowed
+    return scores.masked_fill(~mask, float("-inf")).log_softmax(-1)
 
 
 def trainable_parameters(model: LitaModel) -> list[torch.nn.Parameter]:
@@ -173,8 +247,7 @@ def train(model: LitaModel, features: Tensor, examples: Sequence[Example], setti
                 break
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * lr_factor(step, settings, elapsed)
-            loss, parts = batch_loss(model, features, collate([examples[i] for i in indices]),
-                                     settings.frame_loss_weight, settings.color_loss_weight)
+            loss, parts = batch_loss(model, features, collate([examples[i] for i in indices]), settings)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)

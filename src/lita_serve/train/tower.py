@@ -1,0 +1,175 @@
+"""Pretrain the demo's small vision tower on what is on screen, before it is frozen.
+
+LITA starts from a pretrained CLIP tower and keeps it frozen; a randomly initialised tower
+gives features in which a small coloured shape is barely visible once LITA mean-pools each
+frame's patches into its temporal token (a linear probe on them names every visible
+shape exactly in only about two thirds of the frames). This stage stands in for CLIP's
+pretraining: the tower learns, from decoded frames of the training videos, features whose
+per-frame patch mean names the visible (shape, colour) pairs linearly. The target matches how
+the features are used: the temporal token of a frame is exactly that patch mean, passed
+through the (linear) projector.
+
+After this stage the tower is frozen again and the decoder trains on its cached features
+(:mod:`lita_serve.train.loop`), as LITA trains projector + LLM with a frozen tower.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lita_serve.config import LitaConfig
+from lita_serve.data.synthetic import COLORS, SHAPES, VideoSpec
+from lita_serve.encode.clip import CLIPVisionTower
+from lita_serve.errors import InvalidInputError
+from lita_serve.preprocess.sampling import frame_indices
+from lita_serve.preprocess.video import sample_video_for
+
+# Every (shape, colour) the synthetic generator draws: the classes of the per-frame target.
+NAMES: tuple[tuple[str, str], ...] = tuple((s, c) for s in SHAPES for c in COLORS)
+
+
+@dataclass
+class TowerSettings:
+    """Optimiser and budget of the tower stage (stops at ``max_steps`` or ``max_seconds``)."""
+
+    seed: int = 0
+    lr: float = 2e-3
+    batch_size: int = 128
+    max_steps: int = 100_000
+    max_seconds: float = 90.0
+    warmup_steps: int = 20
+    log_every: int = 100
+
+
+@dataclass
+class TowerResult:
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    wall_s: float = 0.0
+    stopped_by: str = "max_steps"
+
+
+def sampled_frame_times(num_source_frames: int, fps: float, num_frames: int) -> np.ndarray:
+    """Seconds of the ``num_frames`` frames the server samples from a video (LITA's uniform rounding)."""
+    return frame_indices(max(1, num_source_frames), num_frames) / fps
+
+
+def visible_names(spec: VideoSpec, times: Sequence[float]) -> np.ndarray:
+    """Multi-hot [len(times), len(NAMES)] float32 of the (shape, current colour) pairs on screen."""
+    index = {name: i for i, name in enumerate(NAMES)}
+    out = np.zeros((len(times), len(NAMES)), dtype=np.float32)
+    for k, t in enumerate(times):
+        for event in spec.events:
+            if event.visible_at(t):
+                out[k, index[(event.shape, event.state_at(t)[2])]] = 1.0
+    return out
+
+
+def collect_frames(specs: Sequence[VideoSpec], cfg: LitaConfig, frames_per_video: int
+                   ) -> tuple[Tensor, Tensor]:
+    """Decode each video with the server's sampling and keep ``frames_per_video`` evenly spaced frames.
+
+    Returns frames [N, 3, S, S] float32 (CLIP-normalised, as served) and labels [N, len(NAMES)].
+    """
+    frames, labels = [], []
+    for spec in specs:
+        video = sample_video_for(spec.path, cfg, num_threads=1)
+        count = video.frames.shape[0]
+        keep = np.unique(np.round(np.linspace(0, count - 1, min(count, frames_per_video))).astype(np.int64))
+        times = sampled_frame_times(int(round(float(video.duration) * spec.fps)), spec.fps, count)
+        frames.append(torch.from_numpy(video.frames[keep]))
+        labels.append(torch.from_numpy(visible_names(spec, times[keep])))
+    return torch.cat(frames), torch.cat(labels)
+
+
+def pooled_logits(tower: CLIPVisionTower, head: torch.nn.Linear, frames: Tensor) -> Tensor:
+    """frames [B,3,S,S] -> logits [B,len(NAMES)] of the linear head on the patch mean (the temporal token)."""
+    return head(tower(frames).mean(dim=1))  # tower: [B,P,Dv] -> mean over patches [B,Dv]
+
+
+def pretrain_tower(tower: CLIPVisionTower, frames: Tensor, labels: Tensor, settings: TowerSettings,
+                   on_log: Callable[[dict], None] | None = None) -> TowerResult:
+    """Train ``tower`` in place (multi-label BCE through a throw-away linear head); returns the losses."""
+    if frames.shape[0] < settings.batch_size:
+        raise InvalidInputError(f"{frames.shape[0]} frames are fewer than one batch of {settings.batch_size}")
+    generator = torch.Generator().manual_seed(settings.seed)
+    head = torch.nn.Linear(_hidden_size(tower, frames), labels.shape[1])
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 0.02)
+        head.bias.zero_()
+    params = list(tower.parameters()) + list(head.parameters())
+    for p in tower.parameters():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.98), weight_decay=0.0)
+    result = TowerResult()
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    tower.train()
+    start = time.perf_counter()
+    try:
+        step = 0
+        while step < settings.max_steps:
+            elapsed = time.perf_counter() - start
+            if elapsed > settings.max_seconds:
+                result.stopped_by = "time_budget"
+                break
+            progress = min(1.0, max(step / settings.max_steps, elapsed / settings.max_seconds))
+            warm = min(1.0, (step + 1) / settings.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+            batch = torch.randint(0, frames.shape[0], (settings.batch_size,), generator=generator)
+            loss = F.binary_cross_entropy_with_logits(pooled_logits(tower, head, frames[batch]), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            result.losses.append(float(loss.detach()))
+            if on_log is not None and step % settings.log_every == 0:
+                on_log({"step": step, "tower_loss": round(result.losses[-1], 4),
+                        "elapsed_s": round(time.perf_counter() - start, 1)})
+            step += 1
+        result.steps = step
+    finally:
+        torch.use_deterministic_algorithms(previous)
+        tower.eval()
+        for p in tower.parameters():
+            p.requires_grad_(False)
+    result.wall_s = time.perf_counter() - start
+    return result
+
+
+def _hidden_size(tower: CLIPVisionTower, frames: Tensor) -> int:
+    with torch.no_grad():
+        return int(tower(frames[:1]).shape[-1])
+
+
+@torch.no_grad()
+def probe_accuracy(tower: CLIPVisionTower, frames: Tensor, labels: Tensor, steps: int = 300, seed: int = 0) -> float:
+    """Fraction of frames whose visible names a fresh linear probe on the patch mean gets all right.
+
+    The probe is fitted on the first 80 % of ``frames`` and scored on the rest: how linearly the
+    temporal tokens name what is on screen.
+    """
+    feats = torch.cat([tower(frames[i:i + 256]).mean(dim=1) for i in range(0, frames.shape[0], 256)])
+    feats = (feats - feats.mean(0)) / feats.std(0).clamp(min=1e-6)
+    split = int(0.8 * feats.shape[0])
+    generator = torch.Generator().manual_seed(seed)
+    probe = torch.nn.Linear(feats.shape[1], labels.shape[1])
+    with torch.enable_grad():
+        optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2)
+        for _ in range(steps):
+            batch = torch.randint(0, split, (min(1024, split),), generator=generator)
+            loss = F.binary_cross_entropy_with_logits(probe(feats[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    predicted = probe(feats[split:]) > 0
+    return float((predicted == labels[split:].bool()).all(dim=1).float().mean())
