@@ -24,12 +24,11 @@ from lita_serve.preprocess.video import sample_video_for
 from lita_serve.time_tokens import parse_time_tokens, seconds_to_index
 from lita_serve.tokenizer import LitaTokenizer
 from lita_serve.train.dataset import (IGNORE_INDEX, cache_features, localization_examples, localization_items,
-                                      make_split, with_vocab)
+                                      make_split, sampled_frame_times, with_vocab)
 from lita_serve.train.demo import (MANIFEST_FILE, TOKENIZER_FILE, answer_question, boundary_bin_accuracy,
                                    build_tokenizer)
 from lita_serve.train.loop import TrainSettings, attention_log_probs, collate, head_output, train
 from lita_serve.train.position_init import init_position_head
-from lita_serve.train.tower import sampled_frame_times
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
 

@@ -38,7 +38,6 @@ from lita_serve.preprocess.video import sample_video_for
 from lita_serve.prompt import build_input_ids
 from lita_serve.time_tokens import seconds_to_token
 from lita_serve.tokenizer import LitaTokenizer
-from lita_serve.train.tower import sampled_frame_times
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (LLaVA/LITA's IGNORE_INDEX)
 LOCALIZATION = "event_localization"
@@ -143,6 +142,11 @@ def localization_items(clips: list[SampledClip]) -> list[dict]:
     return items
 
 
+def sampled_frame_times(num_source_frames: int, fps: float, num_frames: int) -> np.ndarray:
+    """Seconds of the ``num_frames`` frames the server samples from a video (LITA's uniform rounding)."""
+    return frame_indices(max(1, num_source_frames), num_frames) / fps
+
+
 def frame_time_labels(tokenizer: LitaTokenizer, cfg: LitaConfig) -> list[int]:
     """Time-token id of each of the ``sample_frames`` temporal tokens: frame k of F sits at relative
     time k / (F - 1) (LITA's uniform sampling), i.e. token ``<round(k * (N - 1) / (F - 1))>``."""
@@ -158,9 +162,8 @@ def frame_color_ids(tokenizer: LitaTokenizer, clip: SampledClip, cfg: LitaConfig
     """For each temporal token: the word ids of the colours on screen in that frame (EOS when none),
     padded with IGNORE_INDEX to ``MAX_VISIBLE``. Frame times follow the server's sampling."""
     fps = clip.spec.fps
-    indices = frame_indices(max(1, int(round(clip.duration * fps))), cfg.lita.sample_frames)
     rows = []
-    for t in indices / fps:
+    for t in sampled_frame_times(int(round(clip.duration * fps)), fps, cfg.lita.sample_frames):
         colors = [e.state_at(t)[2] for e in clip.spec.events if e.visible_at(t)]
         ids = [tokenizer.encode(c, allow_special=False)[0] for c in colors] or [tokenizer.eos_id]
         rows.append(tuple(ids + [IGNORE_INDEX] * (MAX_VISIBLE - len(ids))))

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -226,6 +227,18 @@ def batch_order(num_examples: int, batch_size: int, generator: torch.Generator):
             yield perm[i:i + batch_size]
 
 
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Run the block with ``torch.use_deterministic_algorithms(True)``, restoring the setting after."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+@deterministic_algorithms()
 def train(model: LitaModel, features: Tensor, examples: Sequence[Example], settings: TrainSettings,
           on_log: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``model`` in place; returns the per-step losses and why it stopped."""
@@ -233,8 +246,6 @@ def train(model: LitaModel, features: Tensor, examples: Sequence[Example], setti
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.98), weight_decay=settings.weight_decay)
     result = TrainResult()
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
     model.train()
     start = time.perf_counter()
     try:
@@ -259,7 +270,6 @@ def train(model: LitaModel, features: Tensor, examples: Sequence[Example], setti
                         **{k: round(v, 4) for k, v in parts.items()}, "lr": round(optimizer.param_groups[0]["lr"], 6),
                         "elapsed_s": round(time.perf_counter() - start, 1)})
     finally:
-        torch.use_deterministic_algorithms(previous)
         model.eval()
     result.wall_s = time.perf_counter() - start
     return result

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,8 +29,9 @@ from lita_serve.config import LitaConfig
 from lita_serve.data.synthetic import COLORS, SHAPES, VideoSpec
 from lita_serve.encode.clip import CLIPVisionTower
 from lita_serve.errors import InvalidInputError
-from lita_serve.preprocess.sampling import frame_indices
 from lita_serve.preprocess.video import sample_video_for
+from lita_serve.train.dataset import sampled_frame_times
+from lita_serve.train.loop import TrainResult, deterministic_algorithms
 
 # Every (shape, colour) the synthetic generator draws: the classes of the per-frame target.
 NAMES: tuple[tuple[str, str], ...] = tuple((s, c) for s in SHAPES for c in COLORS)
@@ -47,19 +48,6 @@ class TowerSettings:
     max_seconds: float = 90.0
     warmup_steps: int = 20
     log_every: int = 100
-
-
-@dataclass
-class TowerResult:
-    losses: list[float] = field(default_factory=list)
-    steps: int = 0
-    wall_s: float = 0.0
-    stopped_by: str = "max_steps"
-
-
-def sampled_frame_times(num_source_frames: int, fps: float, num_frames: int) -> np.ndarray:
-    """Seconds of the ``num_frames`` frames the server samples from a video (LITA's uniform rounding)."""
-    return frame_indices(max(1, num_source_frames), num_frames) / fps
 
 
 def visible_names(spec: VideoSpec, times: Sequence[float]) -> np.ndarray:
@@ -95,8 +83,9 @@ def pooled_logits(tower: CLIPVisionTower, head: torch.nn.Linear, frames: Tensor)
     return head(tower(frames).mean(dim=1))  # tower: [B,P,Dv] -> mean over patches [B,Dv]
 
 
+@deterministic_algorithms()
 def pretrain_tower(tower: CLIPVisionTower, frames: Tensor, labels: Tensor, settings: TowerSettings,
-                   on_log: Callable[[dict], None] | None = None) -> TowerResult:
+                   on_log: Callable[[dict], None] | None = None) -> TrainResult:
     """Train ``tower`` in place (multi-label BCE through a throw-away linear head); returns the losses."""
     if frames.shape[0] < settings.batch_size:
         raise InvalidInputError(f"{frames.shape[0]} frames are fewer than one batch of {settings.batch_size}")
@@ -109,9 +98,7 @@ def pretrain_tower(tower: CLIPVisionTower, frames: Tensor, labels: Tensor, setti
     for p in tower.parameters():
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.98), weight_decay=0.0)
-    result = TowerResult()
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    result = TrainResult()
     tower.train()
     start = time.perf_counter()
     try:
@@ -138,7 +125,6 @@ def pretrain_tower(tower: CLIPVisionTower, frames: Tensor, labels: Tensor, setti
             step += 1
         result.steps = step
     finally:
-        torch.use_deterministic_algorithms(previous)
         tower.eval()
         for p in tower.parameters():
             p.requires_grad_(False)
