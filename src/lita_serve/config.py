@@ -171,7 +171,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 1024},
         "lita": {"lita_version": "1.0", "projector_type": "linear"},
     },
-    # The CPU-trained demo (``lita train-demo``): 56 px frames (4x4 patches), 20 frames, 100 time tokens.
+    # The CPU-trained demo (``lita train-demo``): 56 px frames (4x4 patches), 100 frames (one per
+    # time token), 100 time tokens.
     "demo": {
         "name": "lita-demo",
         "vision": {"image_size": 56, "patch_size": 14, "hidden_size": 64, "intermediate_size": 128,

@@ -8,10 +8,11 @@ its pooled features of every training video (decoded once); install the position
 initialisation (:mod:`lita_serve.train.position_init`); train projector + decoder with AdamW on
 "When does X appear?" -> "<ta> <tb>" plus the auxiliary losses of :mod:`lita_serve.train.loop`
 (frame time tokens, colours on screen, and one head taught to look at the event's first and last
-frame and to copy that frame's time token); then evaluate the served path on the held-out set (frames -> ``encode_video`` -> server
-prompt ids -> greedy ``generate`` -> decode -> :func:`lita_serve.evaluate.score`, LITA policy,
-plus the boundaries' precision in time-token bins) and write the checkpoint in the released HF
-layout plus ``tokenizer.model`` and ``manifest.json``.
+frame and to copy that frame's time token); then evaluate the served path on the held-out set
+(frames -> ``encode_video`` -> server prompt ids -> greedy ``generate`` -> decode ->
+:func:`lita_serve.evaluate.score`, LITA policy, plus the boundaries' precision in time-token
+bins) and write the checkpoint in the released HF layout plus ``tokenizer.model`` and
+``manifest.json``.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def _pretrain_tower(model: LitaModel, specs: list[VideoSpec], cfg: LitaConfig, s
     result = pretrain_tower(tower, frames, labels, TowerSettings(seed=seed, max_steps=TOWER_STEPS, max_seconds=seconds),
                             on_log=lambda m: _say({"phase": "tower", **m}, printer))
     entry = {"frames": int(frames.shape[0]), "steps": result.steps, "wall_s": round(result.wall_s, 1),
-             "probe_exact_before": round(before, 4), "probe_exact_after": round(probe_accuracy(tower, frames, labels), 4)}
+             "probe_exact_before": round(before, 4),
+             "probe_exact_after": round(probe_accuracy(tower, frames, labels), 4)}
     _say({"phase": "tower_done", **entry}, printer)
     return entry
 
