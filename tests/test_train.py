@@ -27,7 +27,8 @@ from lita_serve.train.dataset import (IGNORE_INDEX, cache_features, localization
                                       make_split, sampled_frame_times, with_vocab)
 from lita_serve.train.demo import (MANIFEST_FILE, TOKENIZER_FILE, answer_question, boundary_bin_accuracy,
                                    build_tokenizer)
-from lita_serve.train.loop import TrainSettings, attention_log_probs, collate, head_output, train
+from lita_serve.train.loop import (TrainSettings, attention_log_probs, collate, head_output, lr_factor,
+                                   train)
 from lita_serve.train.position_init import init_position_head
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
@@ -167,6 +168,15 @@ def _logged_parts(cfg, bos_id, features, examples) -> dict:
     train(model, features, examples, TrainSettings(seed=7, batch_size=4, max_steps=1, max_seconds=1e9),
           on_log=logs.append)
     return logs[0]
+
+
+def test_step_schedule_ignores_the_clock():
+    by_steps = TrainSettings(max_steps=100, max_seconds=10.0, warmup_steps=5, schedule_by_time=False)
+    assert lr_factor(50, by_steps, elapsed_s=0.1) == lr_factor(50, by_steps, elapsed_s=9.9)
+    both = dataclasses.replace(by_steps, schedule_by_time=True)
+    assert lr_factor(50, both, elapsed_s=0.1) == lr_factor(50, by_steps, elapsed_s=0.1)
+    assert lr_factor(50, both, elapsed_s=9.9) < lr_factor(50, both, elapsed_s=0.1)  # a slow run decays by time
+    assert lr_factor(99, by_steps, 0.0) < lr_factor(50, by_steps, 0.0) < lr_factor(5, by_steps, 0.0) <= 1.0
 
 
 def test_position_head_counts_from_the_start(tiny_setup):

@@ -204,8 +204,8 @@ def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, e
               "seconds": round(time.perf_counter() - start, 1)}, printer)
         settings = settings or TrainSettings(seed=seed, lr=3e-3, batch_size=16,
                                              max_seconds=max(1.0, budget_s - tower["wall_s"]),
-                                             max_steps=DECODER_STEPS, log_every=100, attend_loss_weight=1.0,
-                                             copy_loss_weight=1.0)
+                                             max_steps=DECODER_STEPS, schedule_by_time=False, log_every=100,
+                                             attend_loss_weight=1.0, copy_loss_weight=1.0)
         result = train(model, features, examples, settings, on_log=lambda m: _say({"phase": "train", **m}, printer))
         _save(model, tokenizer_path, tokenizer, out_dir)
         served = load_lita(out_dir, tokenizer_size=tokenizer.vocab_size)  # evaluate what was saved

@@ -46,6 +46,10 @@ class TrainSettings:
     batch_size: int = 32
     max_steps: int = 1000
     max_seconds: float = 600.0
+    # True: the learning rate also decays with elapsed time, so a time-bounded run ends low. False:
+    # by steps only, time just stops the run -- the same seed then gives the same weights on any
+    # machine that finishes max_steps within max_seconds.
+    schedule_by_time: bool = True
     grad_clip: float = 1.0
     log_every: int = 25
     frame_loss_weight: float = 0.5  # weight of the auxiliary frame-timestamp loss (0 disables it)
@@ -207,13 +211,14 @@ def trainable_parameters(model: LitaModel) -> list[torch.nn.Parameter]:
 def lr_factor(step: int, settings: TrainSettings, elapsed_s: float) -> float:
     """Linear warmup, then cosine decay to ``min_lr_ratio`` at the end of the step or time budget.
 
-    Progress is the larger of the step fraction and the time fraction, so a time-bounded run
-    still ends at a low learning rate.
+    Progress is the step fraction, or with ``schedule_by_time`` the larger of the step fraction
+    and the time fraction, so a time-bounded run still ends at a low learning rate.
     """
     if step < settings.warmup_steps:
         return (step + 1) / settings.warmup_steps
     by_steps = (step - settings.warmup_steps) / max(1, settings.max_steps - settings.warmup_steps)
-    progress = min(1.0, max(by_steps, elapsed_s / settings.max_seconds))
+    by_time = elapsed_s / settings.max_seconds if settings.schedule_by_time else 0.0
+    progress = min(1.0, max(by_steps, by_time))
     return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

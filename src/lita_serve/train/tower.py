@@ -39,12 +39,16 @@ NAMES: tuple[tuple[str, str], ...] = tuple((s, c) for s in SHAPES for c in COLOR
 
 @dataclass
 class TowerSettings:
-    """Optimiser and budget of the tower stage (stops at ``max_steps`` or ``max_seconds``)."""
+    """Optimiser and budget of the tower stage (stops at ``max_steps`` or ``max_seconds``).
+
+    The learning rate follows the steps alone, so the stage is deterministic whenever it
+    finishes ``max_steps`` within ``max_seconds``.
+    """
 
     seed: int = 0
     lr: float = 2e-3
     batch_size: int = 128
-    max_steps: int = 100_000
+    max_steps: int = 3000
     max_seconds: float = 90.0
     warmup_steps: int = 20
     log_every: int = 100
@@ -108,7 +112,7 @@ def pretrain_tower(tower: CLIPVisionTower, frames: Tensor, labels: Tensor, setti
             if elapsed > settings.max_seconds:
                 result.stopped_by = "time_budget"
                 break
-            progress = min(1.0, max(step / settings.max_steps, elapsed / settings.max_seconds))
+            progress = step / settings.max_steps  # by steps only: time just stops the stage
             warm = min(1.0, (step + 1) / settings.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
