@@ -106,7 +106,7 @@ def test_examples_point_the_answer_at_the_event_frames(tiny_setup):
         clip = clips[item["video_index"]]
         event = item["event"]
         assert event.name in item["question"]
-        times = sampled_frame_times(int(round(clip.duration * clip.spec.fps)), clip.spec.fps, cfg.lita.sample_frames)
+        times = sampled_frame_times(clip.duration, clip.spec.fps, cfg.lita.sample_frames)
         shown = [k for k, t in enumerate(times) if event.visible_at(t)]
         assert (first, last) == ((shown[0], shown[-1]) if shown else (first, first))
 

@@ -142,9 +142,10 @@ def localization_items(clips: list[SampledClip]) -> list[dict]:
     return items
 
 
-def sampled_frame_times(num_source_frames: int, fps: float, num_frames: int) -> np.ndarray:
-    """Seconds of the ``num_frames`` frames the server samples from a video (LITA's uniform rounding)."""
-    return frame_indices(max(1, num_source_frames), num_frames) / fps
+def sampled_frame_times(duration_s: float, fps: float, num_frames: int) -> np.ndarray:
+    """Seconds of the ``num_frames`` frames the server samples from a ``duration_s`` video at ``fps``
+    (LITA's uniform rounding over its ``round(duration * fps)`` source frames)."""
+    return frame_indices(max(1, int(round(duration_s * fps))), num_frames) / fps
 
 
 def frame_time_labels(tokenizer: LitaTokenizer, cfg: LitaConfig) -> list[int]:
@@ -161,9 +162,8 @@ MAX_VISIBLE = 3  # the synthetic generator draws at most three events
 def frame_color_ids(tokenizer: LitaTokenizer, clip: SampledClip, cfg: LitaConfig) -> tuple[tuple[int, ...], ...]:
     """For each temporal token: the word ids of the colours on screen in that frame (EOS when none),
     padded with IGNORE_INDEX to ``MAX_VISIBLE``. Frame times follow the server's sampling."""
-    fps = clip.spec.fps
     rows = []
-    for t in sampled_frame_times(int(round(clip.duration * fps)), fps, cfg.lita.sample_frames):
+    for t in sampled_frame_times(clip.duration, clip.spec.fps, cfg.lita.sample_frames):
         colors = [e.state_at(t)[2] for e in clip.spec.events if e.visible_at(t)]
         ids = [tokenizer.encode(c, allow_special=False)[0] for c in colors] or [tokenizer.eos_id]
         rows.append(tuple(ids + [IGNORE_INDEX] * (MAX_VISIBLE - len(ids))))
@@ -183,8 +183,7 @@ def localization_examples(tokenizer: LitaTokenizer, clips: list[SampledClip], cf
         answer_ids = tokenizer.encode(answer, allow_special=True) + [tokenizer.eos_id]
         first_visual = next(i for i, t in enumerate(prompt) if t >= cfg.text.vocab_size)  # temporal tokens lead
         ids = prompt + answer_ids
-        time_ids = set(tokenizer.time_token_ids)
-        attend_from = tuple(i - 1 for i in range(len(prompt), len(ids)) if ids[i] in time_ids)[:2]
+        attend_from = tuple(i - 1 for i in range(len(prompt), len(ids)) if tokenizer.time_index(ids[i]) is not None)[:2]
         first, last = visible_frame_range(clips[item["video_index"]], item["event"], cfg)
         examples.append(Example(item["video_index"], tuple(ids),
                                 tuple([IGNORE_INDEX] * len(prompt) + answer_ids),
@@ -196,7 +195,7 @@ def localization_examples(tokenizer: LitaTokenizer, clips: list[SampledClip], cf
 
 def visible_frame_range(clip: SampledClip, event: Event, cfg: LitaConfig) -> tuple[int, int]:
     """First and last sampled frame (of ``sample_frames``) that show ``event``."""
-    times = sampled_frame_times(int(round(clip.duration * clip.spec.fps)), clip.spec.fps, cfg.lita.sample_frames)
+    times = sampled_frame_times(clip.duration, clip.spec.fps, cfg.lita.sample_frames)
     seen = [k for k, t in enumerate(times) if event.visible_at(t)]
     if not seen:  # shorter than one frame interval: the nearest frame to its start
         nearest = int(np.argmin(np.abs(times - event.start_s)))

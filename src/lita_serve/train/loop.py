@@ -132,9 +132,9 @@ def batch_loss(model: LitaModel, features: Tensor, batch: Batch, settings: Train
     positions = torch.arange(batch.ids.shape[1])
     attend = ((settings.attend_loss_weight > 0 and batch.attend_from.numel() > 0)
               or (settings.copy_loss_weight > 0 and batch.frame_positions.numel() > 0))
+    layer = model.decoder.model.layers[settings.attend_layer]
     layer_inputs: list[tuple] = []
-    hook = (model.decoder.model.layers[settings.attend_layer].register_forward_pre_hook(
-        lambda _module, args: layer_inputs.append(args)) if attend else None)
+    hook = layer.register_forward_pre_hook(lambda _module, args: layer_inputs.append(args)) if attend else None
     try:
         logits = model.decoder(embeds, positions, valid=batch.valid)  # [B,T,V]
     finally:
@@ -155,13 +155,11 @@ def batch_loss(model: LitaModel, features: Tensor, batch: Batch, settings: Train
             total = total + settings.color_loss_weight * colors
     if layer_inputs and settings.attend_loss_weight > 0:
         x, step = layer_inputs[0][0], layer_inputs[0][1]
-        layer = model.decoder.model.layers[settings.attend_layer]
         logp = attention_log_probs(layer, x, step, settings.attend_head, batch.attend_from)  # [B,2,T]
         looked = -logp.gather(-1, batch.attend_to[..., None]).mean()
         parts["attend_loss"] = float(looked.detach())
         total = total + settings.attend_loss_weight * looked
     if layer_inputs and settings.copy_loss_weight > 0:
-        layer = model.decoder.model.layers[settings.attend_layer]
         rows = torch.arange(batch.ids.shape[0])[:, None]
         copied = head_output(layer, layer_inputs[0][0][rows, batch.frame_positions], settings.attend_head)  # [B,F,H]
         copy_logits = model.decoder.lm_head(model.decoder.model.norm(copied))  # [B,F,V]

@@ -76,7 +76,7 @@ def collect_frames(specs: Sequence[VideoSpec], cfg: LitaConfig, frames_per_video
         video = sample_video_for(spec.path, cfg, num_threads=1)
         count = video.frames.shape[0]
         keep = np.unique(np.round(np.linspace(0, count - 1, min(count, frames_per_video))).astype(np.int64))
-        times = sampled_frame_times(int(round(float(video.duration) * spec.fps)), spec.fps, count)
+        times = sampled_frame_times(float(video.duration), spec.fps, count)
         frames.append(torch.from_numpy(video.frames[keep]))
         labels.append(torch.from_numpy(visible_names(spec, times[keep])))
     return torch.cat(frames), torch.cat(labels)
