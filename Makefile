@@ -7,24 +7,38 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 REPO ?= model_repository
 PYTEST_ARGS ?=
+# perf_analyzer ships in tritonclient[all]==2.51.0, which cannot share an environment with the
+# current tritonclient the client uses: it gets a tool environment of its own.
+PERF_VENV ?= .venv-perf
+PERF_STAMP := $(PERF_VENV)/.installed
+export LITA_PERF_ANALYZER := $(abspath $(PERF_VENV))/bin/perf_analyzer
 
-.PHONY: setup load-deps test demo serve eval bench load soak clean
+.PHONY: setup perf-tools load-deps test demo serve eval bench load soak rss clean
 
-$(STAMP): pyproject.toml
+# The server package (runtime core + build step) and the client distribution it takes its
+# contract from, both editable.
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[serve,load,dev]"
+	$(BIN)/pip install -q -e ./client -e ".[serve,load,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
-# perf_analyzer (in the tritonclient wheel) links Debian's libb64.
+$(PERF_STAMP):
+	$(PYTHON) -m venv $(PERF_VENV)
+	$(PERF_VENV)/bin/pip install -q "tritonclient[all]==2.51.0" nvidia-cuda-runtime-cu12
+	touch $(PERF_STAMP)
+
+# perf_analyzer links Debian's libb64 and the CUDA runtime wheel (no GPU needed).
+perf-tools: $(PERF_STAMP) load-deps
+
 load-deps:
 	@ldconfig -p | grep -q libb64.so.0d || apt-get install -y -q libb64-0d >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null && apt-get install -y -q libb64-0d >/dev/null)
 
-test: setup load-deps
+test: setup perf-tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: setup
@@ -42,11 +56,15 @@ eval: setup
 bench: setup
 	$(BIN)/python -m benchmarks.run_all --short
 
-load: setup load-deps $(REPO)/lita.json
+load: setup perf-tools $(REPO)/lita.json
 	$(BIN)/lita load-test --repository $(REPO)
 
 soak: setup
 	$(BIN)/python -m benchmarks.soak --short
 
+# Resident memory of every model process of a running demo server.
+rss: setup $(REPO)/lita.json
+	$(BIN)/lita rss --repository $(REPO)
+
 clean:
-	rm -rf $(VENV) artifacts
+	rm -rf $(VENV) $(PERF_VENV) artifacts

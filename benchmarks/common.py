@@ -68,11 +68,11 @@ def compare(name: str, baseline_label: str, baseline: float, ours: float, unit: 
 
 def build_bench_repository(root: Path, feature_cache_bytes: int, seed: int = 0) -> Path:
     """A tiny-preset LITA repository (random weights, a SentencePiece tokenizer trained here)."""
-    from lita_serve.checkpoint.demo import build_random_model  # noqa: PLC0415
-    from lita_serve.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size  # noqa: PLC0415
+    from lita_build.checkpoint.random_init import build_random_model  # noqa: PLC0415
+    from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size  # noqa: PLC0415
     from lita_serve.config import LitaConfig  # noqa: PLC0415
-    from lita_serve.serve.repository import write_model_repository  # noqa: PLC0415
-    from lita_serve.serve.torch_engine import export_torch_engine  # noqa: PLC0415
+    from lita_build.repository import write_model_repository  # noqa: PLC0415
+    from lita_serve.torch_engine import export_torch_engine  # noqa: PLC0415
     from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece  # noqa: PLC0415
 
     root = Path(root)

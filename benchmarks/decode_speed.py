@@ -22,7 +22,7 @@ def build_models(seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM  # noqa: PLC0415
 
     from lita_serve.config import TextConfig  # noqa: PLC0415
-    from lita_serve.decode.llama import LlamaDecoder  # noqa: PLC0415
+    from lita_serve.llm.llama import LlamaDecoder  # noqa: PLC0415
 
     cfg = TextConfig(**BENCH_TEXT, max_position_embeddings=1024)
     torch.manual_seed(seed)
@@ -40,8 +40,8 @@ def build_models(seed: int = 0):
 
 
 def run(short: bool = False) -> list[dict[str, Any]]:
-    from lita_serve.decode.generate import generate  # noqa: PLC0415
-    from lita_serve.decode.sampling import SamplingParams  # noqa: PLC0415
+    from lita_serve.llm.generate import generate  # noqa: PLC0415
+    from lita_serve.llm.sampling_params import SamplingParams  # noqa: PLC0415
 
     print(machine_note())
     prompt_len, new_tokens = (64, 32) if short else (128, 64)

@@ -54,7 +54,7 @@ def make_video(seconds: int, size: str, folder: Path = ARTIFACTS / "videos") -> 
 def decord_baseline(path: Path) -> np.ndarray:
     import decord  # noqa: PLC0415
 
-    from lita_serve.preprocess import frame_indices  # noqa: PLC0415
+    from lita_serve.preprocess.frame_sampling import frame_indices  # noqa: PLC0415
 
     reader = decord.VideoReader(str(path))
     return reader.get_batch(frame_indices(len(reader), NUM_FRAMES)).asnumpy()  # [F, H, W, 3]
@@ -63,7 +63,7 @@ def decord_baseline(path: Path) -> np.ndarray:
 def pyav_baseline(path: Path) -> np.ndarray:
     import av  # noqa: PLC0415
 
-    from lita_serve.preprocess import frame_indices  # noqa: PLC0415
+    from lita_serve.preprocess.frame_sampling import frame_indices  # noqa: PLC0415
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -80,7 +80,7 @@ def pyav_baseline(path: Path) -> np.ndarray:
 
 def ours(path: Path) -> np.ndarray:
     from lita_serve.config import LitaConfig  # noqa: PLC0415
-    from lita_serve.preprocess import sample_video  # noqa: PLC0415
+    from lita_serve.preprocess.video import sample_video  # noqa: PLC0415
 
     v = LitaConfig.from_name("lita-13b").vision
     return sample_video(path, NUM_FRAMES, v.image_size, v.image_mean, v.image_std).frames

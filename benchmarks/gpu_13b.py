@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from lita_serve.checkpoint.demo import randomize_
+from lita_build.checkpoint.random_init import randomize_
 
 H100_SXM_TBS = 3.35  # NVIDIA's published HBM3 bandwidth of the H100 SXM, TB/s
 PROMPT_TEXT_TOKENS = 40  # the question and the conversation template around the visual tokens
@@ -50,8 +50,8 @@ def _timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> float:
 
 def build(cfg, device: torch.device, dtype: torch.dtype):
     """(encoder, decoder) built directly on ``device`` in ``dtype`` (no CPU copy of 13B weights)."""
-    from lita_serve.decode.llama import LlamaDecoder  # noqa: PLC0415
-    from lita_serve.encode import VisualEncoder  # noqa: PLC0415
+    from lita_serve.llm.llama import LlamaDecoder  # noqa: PLC0415
+    from lita_serve.vision_encoder.encoder import VisualEncoder  # noqa: PLC0415
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -82,9 +82,9 @@ def kv_bytes_per_token(cfg, context: int, element_size: int) -> int:
 def run(config: str = "lita-13b", device_name: str = "cuda", frames: int = 100, new_tokens: int = 128,
         bandwidth_tbs: float = H100_SXM_TBS, repeat: int = 3) -> dict[str, Any]:
     from lita_serve.config import LitaConfig  # noqa: PLC0415
-    from lita_serve.decode.generate import generate  # noqa: PLC0415
-    from lita_serve.decode.sampling import SamplingParams  # noqa: PLC0415
-    from lita_serve.encode.visual_tokens import num_visual_tokens  # noqa: PLC0415
+    from lita_serve.llm.generate import generate  # noqa: PLC0415
+    from lita_serve.llm.sampling_params import SamplingParams  # noqa: PLC0415
+    from lita_serve.vision_encoder.visual_tokens import num_visual_tokens  # noqa: PLC0415
 
     device = torch.device(device_name)
     dtype = torch.float16 if device.type == "cuda" else torch.float32

@@ -1,6 +1,6 @@
 """Serving benchmarks through the real tritonserver (tiny LITA model, torch engine, CPU):
 
-* overhead: end-to-end latency through the server vs :class:`~lita_serve.pipeline.LitaPipeline`
+* overhead: end-to-end latency through the server vs :class:`~lita_serve.inprocess.LitaPipeline`
   in-process, concurrency 1, same video, question and sampling (feature cache off for both);
 * throughput: requests/s at concurrency 1, 2, 4, 8 (dynamic batching in the encoder, batched
   decoding in the LLM step; cache off so every request decodes and encodes);
@@ -44,9 +44,9 @@ def _ask(client, video: bytes) -> float:
 
 
 def overhead(url: str, repo: Path, video: bytes, repeat: int, threads: int) -> dict[str, Any]:
-    from lita_serve.client import LitaClient  # noqa: PLC0415
-    from lita_serve.decode.sampling import SamplingParams  # noqa: PLC0415
-    from lita_serve.pipeline import LitaPipeline  # noqa: PLC0415
+    from lita_client import LitaClient  # noqa: PLC0415
+    from lita_serve.llm.sampling_params import SamplingParams  # noqa: PLC0415
+    from lita_serve.inprocess import LitaPipeline  # noqa: PLC0415
 
     pipeline = LitaPipeline(repo, device="cpu")
     params = SamplingParams(max_tokens=MAX_TOKENS, greedy=True)
@@ -71,7 +71,7 @@ def overhead(url: str, repo: Path, video: bytes, repeat: int, threads: int) -> d
 
 
 def throughput(url: str, video: bytes, levels: tuple[int, ...], per_worker: int) -> list[dict[str, Any]]:
-    from lita_serve.client import LitaClient  # noqa: PLC0415
+    from lita_client import LitaClient  # noqa: PLC0415
 
     rates = {}
     for c in levels:
@@ -96,9 +96,9 @@ def throughput(url: str, video: bytes, levels: tuple[int, ...], per_worker: int)
 
 
 def cache_warm_vs_cold(url: str, repo: Path, video: bytes, repeat: int) -> dict[str, Any]:
-    from lita_serve.client import LitaClient  # noqa: PLC0415
-    from lita_serve.encode.cache import FeatureCache  # noqa: PLC0415
-    from lita_serve.serve.layout import RepositoryLayout  # noqa: PLC0415
+    from lita_client import LitaClient  # noqa: PLC0415
+    from lita_serve.feature_cache import FeatureCache  # noqa: PLC0415
+    from lita_serve.layout import RepositoryLayout  # noqa: PLC0415
 
     cache = FeatureCache.for_repository(repo, RepositoryLayout.of(repo).load_config())
     cold, warm = [], []
@@ -132,7 +132,7 @@ def server_threads(n: int):
 
 
 def run(short: bool = False, server_omp_threads: int = 1) -> list[dict[str, Any]]:
-    from lita_serve.serve.launcher import Ports, TritonServer  # noqa: PLC0415
+    from lita_serve.launcher import Ports, TritonServer  # noqa: PLC0415
 
     print(machine_note())
     print(f"server: {server_omp_threads} OpenMP thread(s) per model process; in-process pipeline: the same")

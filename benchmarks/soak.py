@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lita_serve.client import LitaClient
-from lita_serve.client.errors import LitaClientError
-from lita_serve.decode.sampling import SamplingParams
-from lita_serve.pipeline import LitaPipeline
-from lita_serve.serve.launcher import Ports, TritonServer, stub_processes
+from lita_client import LitaClient
+from lita_client.errors import LitaClientError
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.inprocess import LitaPipeline
+from lita_serve.launcher import Ports, TritonServer, stub_processes
 
 QUESTIONS = ["When does the colour change?", "What happens at the start?", "Describe the video."]
 BAD_KINDS = ("corrupt_video", "empty_video", "oversized_video", "empty_question", "max_tokens_over_limit",
@@ -74,11 +74,11 @@ def build_soak_repository(root: Path, seed: int = 0) -> Path:
     """A tiny-preset repository (random weights, a tokenizer trained here), 1 MiB video limit."""
     from dataclasses import replace
 
-    from lita_serve.checkpoint.demo import build_random_model
-    from lita_serve.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
+    from lita_build.checkpoint.random_init import build_random_model
+    from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
     from lita_serve.config import LitaConfig
-    from lita_serve.serve.repository import write_model_repository
-    from lita_serve.serve.torch_engine import export_torch_engine
+    from lita_build.repository import write_model_repository
+    from lita_serve.torch_engine import export_torch_engine
     from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece
 
     lines = [f"{q} The square turns {c} after {i} seconds." for i in range(120) for q, c in

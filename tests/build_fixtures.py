@@ -15,14 +15,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from lita_serve.checkpoint import save_hf_checkpoint, save_vision_tower
-from lita_serve.checkpoint.demo import build_random_model
-from lita_serve.checkpoint.files import read_weights
+from lita_build.checkpoint import save_hf_checkpoint, save_vision_tower
+from lita_build.checkpoint.random_init import build_random_model
+from lita_build.checkpoint.files import read_weights
 from lita_serve.config import LitaConfig
-from lita_serve.decode import SamplingParams, generate
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.llm.generate import generate
 from lita_serve.model import LitaModel
-from lita_serve.serve.layout import RepositoryLayout
-from lita_serve.serve.torch_engine import load_decoder, load_encoder
+from lita_serve.layout import RepositoryLayout
+from lita_serve.torch_engine import load_decoder, load_encoder
 from lita_serve.tokenizer import train_tiny_sentencepiece
 
 FRAMES = 8

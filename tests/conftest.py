@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from repo_factory import build_tiny_repository  # noqa: E402
 from videos import make_mp4  # noqa: E402
 
-from lita_serve.serve.launcher import Ports, TritonServer  # noqa: E402
+from lita_serve.launcher import Ports, TritonServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from helpers_text import converted_model
 
-from lita_serve.checkpoint.demo import build_random_model
-from lita_serve.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
+from lita_build.checkpoint.random_init import build_random_model
+from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
 from lita_serve.config import LitaConfig
-from lita_serve.serve.repository import Deployment, write_model_repository
-from lita_serve.serve.torch_engine import export_torch_engine
+from lita_build.repository import Deployment, write_model_repository
+from lita_serve.torch_engine import export_torch_engine
 from lita_serve.tokenizer import LitaTokenizer
 
 

@@ -13,10 +13,10 @@ import tritonclient.grpc as grpcclient
 from triton_calls import NP_TO_TRITON, request_inputs, run
 from videos import make_audio_only, make_mp4, make_one_frame_video, make_still_png, truncate
 
-from lita_serve.decode.sampling import SamplingParams
-from lita_serve.pipeline import LitaPipeline
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.inprocess import LitaPipeline
 from lita_serve.prompt import build_input_ids
-from lita_serve.serve.interface import SAMPLING_INPUTS
+from lita_client.contract import SAMPLING_INPUTS
 
 pytestmark = pytest.mark.server
 QUESTION = "When does the blue square appear?"

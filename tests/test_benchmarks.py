@@ -31,7 +31,7 @@ def test_gpu_benchmark_without_cuda_exits_with_a_message(capsys):
 
 def test_lita_13b_weight_bytes_match_vicuna_13b_size():
     from lita_serve.config import LitaConfig
-    from lita_serve.decode.llama import LlamaDecoder
+    from lita_serve.llm.llama import LlamaDecoder
 
     with torch.device("meta"):
         decoder = LlamaDecoder(LitaConfig.from_name("lita-13b").text).half()

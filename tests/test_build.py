@@ -13,11 +13,11 @@ import torch
 
 from build_fixtures import (base_tokenizer, frames_for, greedy, hf_lita, llava_pretrained, model_for, nemo_distributed,
                             nemo_legacy, tiny_config, vicuna_plus_projector)
-from lita_serve.build import SourceLayout, build, describe_source
-from lita_serve.checkpoint import load_lita
+from lita_build import SourceLayout, build, describe_source
+from lita_build.checkpoint import load_lita
 from lita_serve.errors import CheckpointError, InvalidInputError, MissingDependencyError
-from lita_serve.serve.layout import RepositoryLayout, STEPS
-from lita_serve.serve.repository import check_model_repository
+from lita_serve.layout import RepositoryLayout, STEPS
+from lita_build.repository import check_model_repository
 from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer
 
 
@@ -107,7 +107,7 @@ def test_nemo_layouts(tmp_path: Path, tokenizer: Path, writer) -> None:
 def test_vocab_grows_to_the_tokenizer_and_matches_in_process_load(tmp_path: Path, tokenizer: Path) -> None:
     from dataclasses import replace
 
-    from lita_serve.checkpoint.demo import build_random_model
+    from lita_build.checkpoint.random_init import build_random_model
 
     cfg = tiny_config("1.0")
     model = build_random_model(replace(cfg, text=replace(cfg.text, vocab_size=384)), seed=8)

@@ -11,13 +11,13 @@ from triton_calls import request_inputs, run
 
 from build_fixtures import (base_tokenizer, hf_lita, llava_pretrained, model_for, nemo_distributed, nemo_legacy,
                             vicuna_plus_projector)
-from lita_serve.build import build
+from lita_build import build
 from lita_serve.config import LitaConfig
-from lita_serve.decode.sampling import SamplingParams
-from lita_serve.pipeline import LitaPipeline
-from lita_serve.serve.launcher import Ports, TritonServer
-from lita_serve.serve.repository import write_model_repository
-from lita_serve.serve.torch_engine import export_torch_engine
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.inprocess import LitaPipeline
+from lita_serve.launcher import Ports, TritonServer
+from lita_build.repository import write_model_repository
+from lita_serve.torch_engine import export_torch_engine
 
 pytestmark = pytest.mark.server
 QUESTION = "When does the red circle appear?"

@@ -18,9 +18,9 @@ from triton_calls import request_inputs
 from videos import make_mp4
 
 from lita_serve.config import LitaConfig
-from lita_serve.encode.cache import FeatureCache, config_fingerprint, default_cache_dir, feature_key
-from lita_serve.encode.cached import CachedEncoder, EncodeJob
-from lita_serve.pipeline import LitaPipeline
+from lita_serve.feature_cache import FeatureCache, config_fingerprint, default_cache_dir, feature_key
+from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
+from lita_serve.inprocess import LitaPipeline
 from lita_serve.preprocess.request import prepare_cached
 
 QUESTION = "What happens in the video?"
@@ -68,7 +68,7 @@ def test_entry_larger_than_budget_is_not_stored_and_zero_disables(tmp_path):
 
 def test_entries_written_by_another_process_are_visible(tmp_path):
     cache = FeatureCache(tmp_path, 1 << 20)
-    code = ("import numpy as np, sys; from lita_serve.encode.cache import FeatureCache;"
+    code = ("import numpy as np, sys; from lita_serve.feature_cache import FeatureCache;"
             "c = FeatureCache(sys.argv[1], 1 << 20);"
             "c.put('feed', np.full((3, 5), 7.0, np.float32), {'duration': 2.0});"
             "print(c.get('cafe')[1]['duration'])")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lita_serve.checkpoint import config_from_hf, config_to_hf, load_lita, save_hf_checkpoint, save_vision_tower
-from lita_serve.checkpoint.demo import build_random_model, write_demo_checkpoint
-from lita_serve.checkpoint.files import read_weights
+from lita_build.checkpoint import config_from_hf, config_to_hf, load_lita, save_hf_checkpoint, save_vision_tower
+from lita_build.checkpoint.random_init import build_random_model, write_demo_checkpoint
+from lita_build.checkpoint.files import read_weights
 from lita_serve.config import LitaConfig
 from lita_serve.errors import CheckpointError
 
@@ -197,7 +197,8 @@ def test_demo_checkpoint_is_reproducible_and_loads(tmp_path: Path) -> None:
     frames = torch.randn(2, 3, TINY.vision.image_size, TINY.vision.image_size)
     tokens = ma.encode_video(frames)
     assert tokens.dim() == 2 and tokens.shape[1] == TINY.text.hidden_size
-    from lita_serve.decode import SamplingParams, generate
+    from lita_serve.llm.sampling_params import SamplingParams
+    from lita_serve.llm.generate import generate
     vocab = ma.config.text.vocab_size
     prompt = [1, 5] + [vocab + i for i in range(tokens.shape[0])] + [9]
     out = generate(ma.decoder, prompt, tokens, SamplingParams(max_tokens=4), eos_id=-1)

@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from videos import make_mp4
 
-from lita_serve.client import (
+from lita_client import (
     Answer,
     AsyncLitaClient,
     InvalidRequestError,
@@ -27,13 +27,13 @@ from lita_serve.client import (
     ServerUnavailableError,
     VideoInputError,
 )
-from lita_serve.client.batch import OrderedWriter, parse_prompt
-from lita_serve.client.errors import translate
-from lita_serve.client.protocol import SAMPLING_NAMES, request_arrays
-from lita_serve.client.video_input import read_video, resolve_media_path
-from lita_serve.decode.sampling import SamplingParams
-from lita_serve.pipeline import LitaPipeline
-from lita_serve.serve.interface import SAMPLING_INPUTS
+from lita_client.batch import OrderedWriter, parse_prompt
+from lita_client.errors import translate
+from lita_client.wire import SAMPLING_NAMES, request_arrays
+from lita_client.video_input import read_video, resolve_media_path
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.inprocess import LitaPipeline
+from lita_client.contract import SAMPLING_INPUTS
 
 MAX_TOKENS = 6
 QUESTIONS = ("When does the colour change?", "What happens in the video?")
@@ -126,7 +126,7 @@ def test_errors_are_translated_by_status_code():
 
 
 def test_codeless_stream_errors_are_classified_by_the_server_markers():
-    from lita_serve.errors import INTERNAL_ERROR_MARKER, SERVER_BUSY_MARKER
+    from lita_client.contract import INTERNAL_ERROR_MARKER, SERVER_BUSY_MARKER
 
     cases = {
         "in ensemble 'lita', max_tokens must be > 0, got 0": InvalidRequestError,

@@ -11,15 +11,15 @@ import time
 
 import pytest
 
-from lita_serve.client import LitaClient
-from lita_serve.client.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
+from lita_client import LitaClient
+from lita_client.cli import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 
 MAX_TOKENS = "5"
 QUESTION = "When does the colour change?"
 
 
 def lita_client(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lita_serve.client.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lita_client.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "LITA_URL": ""})
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lita_serve.demo import build_demo_repository
-from lita_serve.serve.layout import MODELS
-from lita_serve.serve.repository import SOURCE_REPOSITORY
+from lita_serve.layout import MODELS
+
+COMMITTED = Path(__file__).resolve().parents[1] / "model_repository"
 
 
 def test_committed_configs_are_generated_from_the_demo_config(tmp_path):
     built = build_demo_repository(tmp_path / "repo", progress=False)
     for model in MODELS:
-        committed = (SOURCE_REPOSITORY / model / "config.pbtxt").read_text()
+        committed = (COMMITTED / model / "config.pbtxt").read_text()
         assert committed == (built / model / "config.pbtxt").read_text(), (
             f"model_repository/{model}/config.pbtxt is stale: rebuild it with `make demo` (or lita build) and commit it")
-        adapter = SOURCE_REPOSITORY / model / "1" / "model.py"
+        adapter = COMMITTED / model / "1" / "model.py"
         if adapter.is_file():
             assert adapter.read_text() == (built / model / "1" / "model.py").read_text()

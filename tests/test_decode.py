@@ -7,8 +7,11 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lita_serve.config import TextConfig
-from lita_serve.decode import GenerationRequest, LlamaDecoder, SamplingParams, generate, generate_batch, sample_next
-from lita_serve.decode.sampling import make_generator
+from lita_serve.llm.generate import GenerationRequest, generate, generate_batch
+from lita_serve.llm.llama import LlamaDecoder
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.llm.token_sampling import sample_next
+from lita_serve.llm.token_sampling import make_generator
 from lita_serve.errors import InvalidInputError, LimitExceededError
 
 TEXT = TextConfig(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -213,7 +216,7 @@ def test_repetition_penalty_top_k_top_p() -> None:
     assert drawn == {0, 3}
     # negative logits are multiplied by the penalty
     pen = SamplingParams(repetition_penalty=2.0)
-    from lita_serve.decode.sampling import apply_repetition_penalty
+    from lita_serve.llm.token_sampling import apply_repetition_penalty
     out = apply_repetition_penalty(logits, torch.tensor([[1, 2]]), pen.repetition_penalty)
     assert torch.equal(out, torch.tensor([[2.0, -2.0, 0.25, 3.0]]))
 

@@ -9,15 +9,10 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from lita_serve.config import VIDEO_ARCHS, LitaConfig, VisionConfig
-from lita_serve.encode import (
-    CLIPVisionTower,
-    VisualEncoder,
-    build_projector,
-    num_visual_tokens,
-    pool_visual_tokens,
-    select_frame_indices,
-    visual_token_segments,
-)
+from lita_serve.vision_encoder.clip import CLIPVisionTower
+from lita_serve.vision_encoder.encoder import VisualEncoder
+from lita_serve.vision_encoder.projector import build_projector
+from lita_serve.vision_encoder.visual_tokens import num_visual_tokens, pool_visual_tokens, select_frame_indices, visual_token_segments
 from lita_serve.errors import InvalidInputError
 
 torch.manual_seed(0)

@@ -21,13 +21,14 @@ import tritonclient.grpc as grpcclient
 from repo_factory import build_tiny_repository
 from triton_calls import request_inputs, run
 
-from lita_serve.client import LitaClient
-from lita_serve.client.errors import ServerUnavailableError
-from lita_serve.decode.sampling import SamplingParams
-from lita_serve.decode.service import DecodeEvent, DecoderService
-from lita_serve.pipeline import LitaPipeline
-from lita_serve.serve.launcher import Ports, Supervisor, TritonServer
-from lita_serve.serve.repository import SOURCE_REPOSITORY
+from lita_client import LitaClient
+from lita_client.errors import ServerUnavailableError
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.llm.service import DecodeEvent, DecoderService
+from lita_serve.inprocess import LitaPipeline
+from lita_serve.launcher import Ports, Supervisor, TritonServer
+from lita_serve.errors import ServerBusyError
+from lita_serve.resources import adapter_path
 
 pytestmark = pytest.mark.server
 QUESTION = "When does the red square appear?"
@@ -38,7 +39,7 @@ import importlib.util
 
 import triton_python_backend_utils as pb_utils
 
-_spec = importlib.util.spec_from_file_location("real_llm", {str(SOURCE_REPOSITORY / "llm" / "1" / "model.py")!r})
+_spec = importlib.util.spec_from_file_location("real_llm", {str(adapter_path("llm"))!r})
 _real = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_real)
 
@@ -135,7 +136,6 @@ def test_decoder_service_rejects_beyond_the_concurrency_limit(pipeline):
             for _ in range(3)]
     service.submit(jobs[0])
     service.submit(jobs[1])
-    from lita_serve.decode.service import ServerBusyError
     with pytest.raises(ServerBusyError, match="max_concurrent_requests"):
         service.submit(jobs[2])
     service.start()

@@ -19,7 +19,7 @@ from videos import make_mp4
 from lita_serve.config import LitaConfig
 from lita_serve.errors import InvalidInputError
 from lita_serve.postprocess.render import Renderer
-from lita_serve.preprocess.decode import available_backends
+from lita_serve.preprocess.frame_decode import available_backends
 from lita_serve.preprocess.request import prepare_video
 from lita_serve.preprocess.video import sample_video
 from lita_serve.time_tokens import parse_time_tokens, time_token

@@ -12,12 +12,12 @@ import pytest
 from repo_factory import build_tiny_repository
 from triton_calls import request_inputs, run
 
-from lita_serve.client import LitaClient
-from lita_serve.client.errors import LitaClientError
+from lita_client import LitaClient
+from lita_client.errors import LitaClientError
 from lita_serve.config import LitaConfig
 from lita_serve.errors import LimitExceededError
 from lita_serve.preprocess.request import prepare_video
-from lita_serve.serve.launcher import GrpcTls, Ports, TritonServer
+from lita_serve.launcher import GrpcTls, Ports, TritonServer
 
 pytestmark = pytest.mark.server
 QUESTION = "When does the red square appear?"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ctypes
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -56,8 +57,8 @@ def test_command_streams_over_grpc(tmp_path):
 @pytest.mark.server
 def test_perf_analyzer_measures_the_real_server(triton_server, tmp_path):
     ensure_libb64()
-    if cuda_runtime_libdir() is None:
-        pytest.skip("nvidia-cuda-runtime-cu12 (libcudart.so.12) is not installed: pip install -e '.[load]'")
+    if cuda_runtime_libdir() is None and not os.environ.get("CI"):
+        pytest.skip("perf_analyzer's tool environment is missing: `make perf-tools` (make test does it)")
     opts = PerfOptions(request_count=3, stability_percentage=1000, max_trials=5)
     summary = run_load_test(None, tmp_path / "load", (1, 2), url=triton_server.grpc_url,
                             videos=make_videos(tmp_path / "v", count=1, seconds=3.0),

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from build_fixtures import _interleave_qkv, model_for, nemo_distributed, nemo_legacy
-from lita_serve.build.nemo import nemo_to_hf, read_nemo, split_qkv
-from lita_serve.build.sources import describe_source
-from lita_serve.checkpoint.keymap import LITA_PREFIXES, to_hf
+from lita_build.nemo import nemo_to_hf, read_nemo, split_qkv
+from lita_build.sources import describe_source
+from lita_build.checkpoint.keymap import LITA_PREFIXES, to_hf
 from lita_serve.errors import CheckpointError, MissingDependencyError
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from build_fixtures import model_for
-from lita_serve.build.onnx_export import INPUT_NAME, OUTPUT_NAME, build_tensorrt_engine, export_encoder_onnx, run_onnx
-from lita_serve.encode.visual_tokens import num_visual_tokens
+from lita_build.onnx_export import INPUT_NAME, OUTPUT_NAME, build_tensorrt_engine, export_encoder_onnx, run_onnx
+from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 from lita_serve.errors import MissingDependencyError
 
 MAX_ABS_DIFF = 1e-4  # float32 end to end; observed ~2e-7 on the tiny models

@@ -10,9 +10,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from triton_calls import request_inputs, run
 
-from lita_serve.decode.sampling import SamplingParams
-from lita_serve.pipeline import LitaPipeline
-from lita_serve.serve.repository import check_model_repository
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.inprocess import LitaPipeline
+from lita_build.repository import check_model_repository
 
 pytestmark = pytest.mark.server
 QUESTION = "When does the red circle appear?"

@@ -19,7 +19,7 @@ from lita_serve.data.synthetic import (
     questions_for,
     random_video_spec,
 )
-from lita_serve.preprocess import sample_video_for
+from lita_serve.preprocess.video import sample_video_for
 
 EVENTS = [
     Event("circle", "red", 2.0, 5.0, x=0.25, y=0.3),

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from lita_serve.checkpoint.demo import build_random_model
+from lita_build.checkpoint.random_init import build_random_model
 from lita_serve.config import LitaConfig
 from lita_serve.data.synthetic import Event, VideoSpec
 from lita_serve.errors import InvalidInputError

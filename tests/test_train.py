@@ -13,19 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from lita_serve.checkpoint.demo import build_random_model
-from lita_serve.checkpoint.hf import load_lita
-from lita_serve.checkpoint.vocab import padded_vocab_size
+from lita_build.checkpoint.random_init import build_random_model
+from lita_build.checkpoint.hf import load_lita
+from lita_build.checkpoint.vocab import padded_vocab_size
 from lita_serve.config import LitaConfig
 from lita_serve.data.synthetic import Event, make_event_video
-from lita_serve.encode.visual_tokens import num_visual_tokens
+from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 from lita_serve.evaluate import score, temporal_iou
 from lita_serve.preprocess.video import sample_video_for
 from lita_serve.time_tokens import parse_time_tokens, seconds_to_index
 from lita_serve.tokenizer import LitaTokenizer
 from lita_serve.train.dataset import (IGNORE_INDEX, cache_features, localization_examples, localization_items,
                                       make_split, sampled_frame_times, with_vocab)
-from lita_serve.train.demo import (MANIFEST_FILE, TOKENIZER_FILE, answer_question, boundary_bin_accuracy,
+from lita_serve.train.demo_training import (MANIFEST_FILE, TOKENIZER_FILE, answer_question, boundary_bin_accuracy,
                                    build_tokenizer)
 from lita_serve.train.loop import (TrainSettings, attention_log_probs, collate, head_output, lr_factor,
                                    train)

@@ -18,11 +18,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from lita_serve.build.trtllm import (EngineLimits, tensorrt_llm_model_config, trtllm_build_command,
+from lita_build.trtllm import (EngineLimits, tensorrt_llm_model_config, trtllm_build_command,
                                      write_trtllm_checkpoint)
-from lita_serve.checkpoint.demo import build_random_model
+from lita_build.checkpoint.random_init import build_random_model
 from lita_serve.config import LitaConfig
-from lita_serve.encode.visual_tokens import num_visual_tokens
+from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 from lita_serve.errors import CheckpointError
 
 TINY = LitaConfig.from_name("tiny")

@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from lita_serve.build.trtllm import EngineLimits, tensorrt_llm_model_config
+from lita_build.trtllm import EngineLimits, tensorrt_llm_model_config
 from lita_serve.config import LitaConfig
-from lita_serve.decode.sampling import SamplingParams
-from lita_serve.decode.trtllm_bls import request_tensors
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.llm.trtllm_bls import request_tensors
 
 TRITON_NP = {"INT32": np.int32, "FP32": np.float32, "FP16": np.float16, "BOOL": np.bool_, "UINT64": np.uint64}
 
@@ -45,7 +45,7 @@ def test_service_runs_on_a_backend_other_than_torch():
     import tempfile
     from pathlib import Path
 
-    from lita_serve.decode.service import DecoderService
+    from lita_serve.llm.service import DecoderService
     from lita_serve.tokenizer import LitaTokenizer
 
     class Scripted:

@@ -11,9 +11,9 @@ from PIL import Image
 
 from lita_serve.config import LitaConfig
 from lita_serve.errors import InvalidInputError, LimitExceededError, VideoDecodeError
-from lita_serve.preprocess import sample_video, sample_video_for
-from lita_serve.preprocess.decode import available_backends
-from lita_serve.preprocess.sampling import center_crop_offsets, frame_indices, resize_dims
+from lita_serve.preprocess.video import sample_video, sample_video_for
+from lita_serve.preprocess.frame_decode import available_backends
+from lita_serve.preprocess.frame_sampling import center_crop_offsets, frame_indices, resize_dims
 from lita_serve.preprocess.video import check_timing
 from videos import make_audio_only, make_mp4, make_one_frame_video, make_still_png, truncate
 

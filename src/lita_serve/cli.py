@@ -18,7 +18,7 @@ DEFAULT_REPOSITORY = Path("model_repository")
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start tritonserver on a model repository (127.0.0.1 unless --host says otherwise)."""
-    from lita_serve.serve.launcher import GrpcTls, Ports, TritonServer, serve_forever
+    from lita_serve.launcher import GrpcTls, Ports, TritonServer, serve_forever
 
     tls = None
     if args.grpc_server_cert or args.grpc_server_key:
@@ -43,7 +43,7 @@ def cmd_tokenizer_convert(args: argparse.Namespace) -> int:
 
 def cmd_check_repository(args: argparse.Namespace) -> int:
     """Check that a repository's config.pbtxt files match its lita.json."""
-    from lita_serve.serve.repository import check_model_repository
+    from lita_build.repository import check_model_repository
 
     problems = check_model_repository(args.repository)
     for p in problems:
@@ -54,7 +54,7 @@ def cmd_check_repository(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build a model repository from a LITA checkpoint (HF 1.0/1.5, LLaVA/ShareGPT4V + projector, .nemo)."""
-    from lita_serve.build.pipeline import build
+    from lita_build.builder import build
 
     overrides = {}
     for item in args.set or []:
@@ -126,7 +126,7 @@ def _add_eval(sub) -> None:
 
 def cmd_train_demo(args: argparse.Namespace) -> int:
     """Train the small demo model on synthetic event videos (CPU, minutes) and save it in the HF layout."""
-    from lita_serve.train.demo import train_demo
+    from lita_serve.train.demo_training import train_demo
 
     threads = {} if args.threads is None else {"threads": args.threads}
     train_demo(args.output, seed=args.seed, max_minutes=args.max_minutes, **threads)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lita_serve.data.synthetic import Event, make_event_video
+from lita_serve.resources import demo_assets
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "demo"
 QUESTION = "When does the red circle appear?"
 DEMO_EVENT = Event(shape="circle", color="red", start_s=6.0, end_s=14.5, x=0.25, y=0.3, size=0.13)
 DEMO_DURATION_S = 24.0
@@ -51,10 +51,11 @@ def _ports_free(ports: tuple[int, ...]) -> bool:
     return True
 
 
-def build_demo_repository(repository: Path, assets: Path = ASSETS, progress: bool = True) -> Path:
-    """Build ``assets`` (the trained demo checkpoint + tokenizer) into ``repository``."""
-    from lita_serve.build.pipeline import build
+def build_demo_repository(repository: Path, assets: Path | None = None, progress: bool = True) -> Path:
+    """Build ``assets`` (default: the demo checkpoint that ships with lita-serve) into ``repository``."""
+    from lita_build.builder import build
 
+    assets = demo_assets() if assets is None else assets
     build(assets, assets / "tokenizer.model", lita_version="1.0", engine="torch", output=repository,
           progress=progress)
     return repository
@@ -65,9 +66,9 @@ def make_demo_video(path: Path) -> Path:
     return path
 
 
-def run_demo(repository: Path, workdir: Path, assets: Path = ASSETS, printer=print) -> DemoResult:
-    from lita_serve.client import LitaClient
-    from lita_serve.serve.launcher import Ports, TritonServer
+def run_demo(repository: Path, workdir: Path, assets: Path | None = None, printer=print) -> DemoResult:
+    from lita_client import LitaClient
+    from lita_serve.launcher import Ports, TritonServer
 
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -82,7 +83,7 @@ def run_demo(repository: Path, workdir: Path, assets: Path = ASSETS, printer=pri
         with LitaClient(server.grpc_url) as client:
             printer(f"Q: {QUESTION}")
             answer = client.ask(video, QUESTION)
-    from lita_serve.serve.layout import RepositoryLayout
+    from lita_serve.layout import RepositoryLayout
 
     cfg = RepositoryLayout.of(repository).load_config()
     result = DemoResult(answer.text, [tuple(s) for s in answer.segments], (DEMO_EVENT.start_s, DEMO_EVENT.end_s),

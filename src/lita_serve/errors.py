@@ -29,8 +29,5 @@ class MissingDependencyError(LitaError, ImportError):
     """An optional package (TensorRT-LLM, TensorRT, NeMo, ...) is needed but not installed."""
 
 
-# Markers the Triton models put in front of error messages that are not the user's fault.
-# Per-request errors on a gRPC stream reach clients as text only (see lita_serve.client.errors),
-# so these markers are how a client tells a server fault or a busy server from a bad request.
-INTERNAL_ERROR_MARKER = "internal error:"
-SERVER_BUSY_MARKER = "server busy:"
+class ServerBusyError(LitaError):
+    """The server is at its concurrency limit; reported as UNAVAILABLE so clients back off and retry."""

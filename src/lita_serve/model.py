@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from lita_serve.config import LitaConfig
-from lita_serve.decode.llama import LlamaDecoder
-from lita_serve.encode import VisualEncoder
+from lita_serve.llm.llama import LlamaDecoder
+from lita_serve.vision_encoder.encoder import VisualEncoder
 from lita_serve.errors import InvalidInputError
 
 

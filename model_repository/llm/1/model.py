@@ -5,10 +5,16 @@ postprocess step can use them after this decoupled step (triton-inference-server
 """
 
 import os
+import site
 import sys
 
-# The python backend stub starts an isolated interpreter that ignores PYTHONPATH; honour it here.
-sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+# The python backend stub ignores PYTHONPATH: put the serving environment (from the launcher) first,
+# .pth files included (editable installs), ahead of the base interpreter's packages.
+_base = list(sys.path)
+for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    if _path and _path not in _base:
+        site.addsitedir(_path)
+sys.path[:] = [p for p in sys.path if p not in _base] + _base
 
 import json  # noqa: E402
 
@@ -16,11 +22,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from lita_serve.decode.service import DecodeEvent, DecoderService  # noqa: E402
-from lita_serve.decode.trtllm_bls import TensorRTLLMBackend  # noqa: E402
-from lita_serve.serve import triton_io  # noqa: E402
-from lita_serve.serve.layout import RepositoryLayout  # noqa: E402
-from lita_serve.serve.torch_engine import load_decoder  # noqa: E402
+from lita_serve.llm.service import DecodeEvent, DecoderService  # noqa: E402
+from lita_serve.llm.trtllm_bls import TensorRTLLMBackend  # noqa: E402
+from lita_serve import triton_io  # noqa: E402
+from lita_serve.layout import RepositoryLayout  # noqa: E402
+from lita_serve.torch_engine import load_decoder  # noqa: E402
 from lita_serve.tokenizer import LitaTokenizer  # noqa: E402
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL

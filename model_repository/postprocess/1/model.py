@@ -1,17 +1,26 @@
-"""Triton adapter: token ids -> text with times in seconds, segments JSON (lita_serve.postprocess)."""
+"""Triton adapter: token ids -> text with times in seconds, segments JSON (lita_serve.postprocess).
+
+This process never imports torch.
+"""
 
 import os
+import site
 import sys
 
-# The python backend stub starts an isolated interpreter that ignores PYTHONPATH; honour it here.
-sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+# The python backend stub ignores PYTHONPATH: put the serving environment (from the launcher) first,
+# .pth files included (editable installs), ahead of the base interpreter's packages.
+_base = list(sys.path)
+for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    if _path and _path not in _base:
+        site.addsitedir(_path)
+sys.path[:] = [p for p in sys.path if p not in _base] + _base
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from lita_serve.postprocess.render import Renderer  # noqa: E402
-from lita_serve.serve import triton_io  # noqa: E402
-from lita_serve.serve.layout import RepositoryLayout  # noqa: E402
+from lita_serve import triton_io  # noqa: E402
+from lita_serve.layout import RepositoryLayout  # noqa: E402
 from lita_serve.tokenizer import LitaTokenizer  # noqa: E402
 
 

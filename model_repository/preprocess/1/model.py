@@ -2,15 +2,22 @@
 
 The encoder normalises the pixels (a quarter of the bytes of float frames cross the process boundary).
 
-With the visual-feature cache on, a video whose features the encoder already holds is not
-decoded: FRAMES is empty ([1, 0, 3, S, S]) and CACHE_KEY names the entry.
+With the visual-feature cache on, a video whose features the cache already holds is not
+decoded: FRAMES is empty ([1, 0, 3, S, S]) and CACHE_PIN names the entry pinned for the encoder.
+This process never imports torch.
 """
 
 import os
+import site
 import sys
 
-# The python backend stub starts an isolated interpreter that ignores PYTHONPATH; honour it here.
-sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+# The python backend stub ignores PYTHONPATH: put the serving environment (from the launcher) first,
+# .pth files included (editable installs), ahead of the base interpreter's packages.
+_base = list(sys.path)
+for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    if _path and _path not in _base:
+        site.addsitedir(_path)
+sys.path[:] = [p for p in sys.path if p not in _base] + _base
 
 import json  # noqa: E402
 
@@ -18,10 +25,10 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from lita_serve.conversation import check_question  # noqa: E402
-from lita_serve.encode.cache import FeatureCache, config_fingerprint  # noqa: E402
+from lita_serve.feature_cache import FeatureCache, config_fingerprint  # noqa: E402
 from lita_serve.preprocess.request import prepare_cached  # noqa: E402
-from lita_serve.serve import triton_io  # noqa: E402
-from lita_serve.serve.layout import RepositoryLayout  # noqa: E402
+from lita_serve import triton_io  # noqa: E402
+from lita_serve.layout import RepositoryLayout  # noqa: E402
 
 
 class TritonPythonModel:
@@ -51,5 +58,6 @@ class TritonPythonModel:
             pb_utils.Tensor("VIDEO_DURATION", np.array([[video.duration]], dtype=np.float32)),
             triton_io.bytes_tensor(pb_utils, "STATS", json.dumps(video.stats)),
             triton_io.bytes_tensor(pb_utils, "CACHE_KEY", video.key),
+            triton_io.bytes_tensor(pb_utils, "CACHE_PIN", video.pin),
             pb_utils.Tensor("SOURCE_DURATION", np.array([[video.source_duration]], dtype=np.float32)),
         ])

@@ -1,15 +1,21 @@
 """Triton adapter: frames -> LITA visual embeddings (tower + projector + pooling), dynamically batched,
-with the visual-feature cache (lita_serve.encode.cached): hits skip encoding, misses are stored.
+with the visual-feature cache (lita_serve.vision_encoder.cached): hits skip encoding, misses are stored.
 
 Hit/miss counts are exported with Triton's metrics as ``lita_feature_cache_lookups_total``
 (label ``result``) and reported in each response's stats (``"cache": "hit"|"miss"``).
 """
 
 import os
+import site
 import sys
 
-# The python backend stub starts an isolated interpreter that ignores PYTHONPATH; honour it here.
-sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
+# The python backend stub ignores PYTHONPATH: put the serving environment (from the launcher) first,
+# .pth files included (editable installs), ahead of the base interpreter's packages.
+_base = list(sys.path)
+for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    if _path and _path not in _base:
+        site.addsitedir(_path)
+sys.path[:] = [p for p in sys.path if p not in _base] + _base
 
 import json  # noqa: E402
 
@@ -17,11 +23,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from lita_serve.encode.cache import FeatureCache  # noqa: E402
-from lita_serve.encode.cached import CachedEncoder, EncodeJob  # noqa: E402
-from lita_serve.serve import triton_io  # noqa: E402
-from lita_serve.serve.layout import RepositoryLayout  # noqa: E402
-from lita_serve.serve.torch_engine import load_encoder  # noqa: E402
+from lita_serve.feature_cache import FeatureCache  # noqa: E402
+from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob  # noqa: E402
+from lita_serve import triton_io  # noqa: E402
+from lita_serve.layout import RepositoryLayout  # noqa: E402
+from lita_serve.torch_engine import load_encoder  # noqa: E402
 
 
 class CacheMetrics:
@@ -57,11 +63,11 @@ class TritonPythonModel:
         frames = triton_io.array(request, pb_utils, "FRAMES")  # [1, F or 0, 3, S, S]
         key = triton_io.single(request, pb_utils, "CACHE_KEY", required=False)
         source_duration = triton_io.single(request, pb_utils, "SOURCE_DURATION", required=False)
-        video = triton_io.single(request, pb_utils, "VIDEO", required=False)
+        pin = triton_io.single(request, pb_utils, "CACHE_PIN", required=False)
         return EncodeJob(frames=frames.reshape(frames.shape[-4:]),
                          key=triton_io.text(key, "CACHE_KEY") if key is not None else "",
                          source_duration=float(source_duration) if source_duration is not None else 0.0,
-                         video=bytes(video) if video is not None else None)
+                         pin=triton_io.text(pin, "CACHE_PIN") if pin is not None else "")
 
     def execute(self, requests):
         try:

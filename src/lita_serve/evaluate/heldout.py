@@ -49,7 +49,7 @@ class EvalResult:
 def evaluate_server(url: str, prompts: Path, media_base: Path, out_dir: Path, concurrency: int = 4,
                     max_tokens: int = 16) -> EvalResult:
     """Run ``prompts`` through the server at ``url`` and score the answers (LITA and strict policies)."""
-    from lita_serve.client.batch import run_batch
+    from lita_client.batch import run_batch
 
     answers = out_dir / "answers.jsonl"
     start = time.perf_counter()
@@ -68,7 +68,7 @@ def run_eval(repository: Path, workdir: Path, num_videos: int = 60, printer: Cal
              build: bool = True) -> EvalResult:
     """Build the demo repository (unless ``build`` is False), start the server, evaluate, stop."""
     from lita_serve.demo import build_demo_repository
-    from lita_serve.serve.launcher import Ports, TritonServer
+    from lita_serve.launcher import Ports, TritonServer
 
     workdir.mkdir(parents=True, exist_ok=True)
     if build:

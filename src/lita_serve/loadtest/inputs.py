@@ -19,7 +19,7 @@ import struct
 from pathlib import Path
 from typing import Any, Sequence
 
-from lita_serve.serve.interface import SAMPLING_INPUTS
+from lita_client.contract import SAMPLING_INPUTS
 
 DEFAULT_QUESTIONS = ("When does the red circle appear?", "Describe the video with timestamps.")
 

@@ -1,9 +1,12 @@
 """Find, set up and run Triton's ``perf_analyzer`` binary; read its CSV report.
 
-The binary ships in the ``tritonclient[all]==2.51.0`` wheel (matching the server). It is linked
-against ``libb64.so.0d`` (Debian's ``libb64-0d`` package) and ``libcudart.so.12`` (the
-``nvidia-cuda-runtime-cu12`` wheel; no GPU is needed): :func:`perf_env` puts the wheel's library
-folder on ``LD_LIBRARY_PATH`` and :func:`check_libraries` names whatever is still missing.
+The binary ships in the ``tritonclient[all]==2.51.0`` wheel (matching the server), which cannot
+share an environment with the current ``tritonclient`` the client uses (same distribution name).
+So it lives in a tool environment of its own (``make perf-tools`` makes ``.venv-perf``), named by
+:data:`PERF_ANALYZER_ENV`. It is linked against ``libb64.so.0d`` (Debian's ``libb64-0d``
+package) and ``libcudart.so.12`` (the ``nvidia-cuda-runtime-cu12`` wheel in that environment; no
+GPU is needed): :func:`perf_env` puts the wheel's library folder on ``LD_LIBRARY_PATH`` and
+:func:`check_libraries` names whatever is still missing.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ import ctypes
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lita_client.contract import ENSEMBLE
 from lita_serve.errors import LitaError, MissingDependencyError
-from lita_serve.serve.layout import ENSEMBLE
 
 LIBB64 = "libb64.so.0d"
+# The perf_analyzer binary to run (the Makefile points it into .venv-perf); else PATH is searched.
+PERF_ANALYZER_ENV = "LITA_PERF_ANALYZER"
 
 
 class PerfAnalyzerError(LitaError):
@@ -28,25 +32,27 @@ class PerfAnalyzerError(LitaError):
 
 
 def find_perf_analyzer() -> Path:
-    """perf_analyzer next to this interpreter (the venv's bin), else on PATH."""
-    local = Path(sys.executable).parent / "perf_analyzer"
-    if local.is_file():
-        return local
+    """The binary ``$LITA_PERF_ANALYZER`` names, else ``perf_analyzer`` on PATH."""
+    named = os.environ.get(PERF_ANALYZER_ENV)
+    if named:
+        if not Path(named).is_file():
+            raise MissingDependencyError(f"{PERF_ANALYZER_ENV}={named} does not exist: run `make perf-tools`")
+        return Path(named)
     found = shutil.which("perf_analyzer")
     if found:
         return Path(found)
-    raise MissingDependencyError("perf_analyzer not found: install the load extra (`pip install -e '.[load]'`, "
-                                 "which brings tritonclient[all]==2.51.0)")
+    raise MissingDependencyError(f"perf_analyzer not found: `make perf-tools` installs tritonclient[all]==2.51.0 "
+                                 f"into .venv-perf; set {PERF_ANALYZER_ENV}=.venv-perf/bin/perf_analyzer")
 
 
-def cuda_runtime_libdir() -> Path | None:
-    """``<site-packages>/nvidia/cuda_runtime/lib`` from the nvidia-cuda-runtime-cu12 wheel, if installed."""
+def cuda_runtime_libdir(binary: Path | None = None) -> Path | None:
+    """``nvidia/cuda_runtime/lib`` of the nvidia-cuda-runtime-cu12 wheel in perf_analyzer's environment."""
     try:
-        import nvidia.cuda_runtime as cuda_runtime  # noqa: PLC0415 - optional wheel
-    except ImportError:
+        binary = binary or find_perf_analyzer()
+    except MissingDependencyError:
         return None
-    for base in cuda_runtime.__path__:
-        lib = Path(base) / "lib"
+    env_root = Path(binary).resolve().parent.parent  # <venv>/bin/perf_analyzer -> <venv>
+    for lib in sorted(env_root.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib")):
         if lib.is_dir():
             return lib
     return None
@@ -69,7 +75,7 @@ def check_libraries() -> None:
         raise MissingDependencyError(f"{LIBB64} is missing: `apt-get install -y libb64-0d` "
                                      "(`make load` does it)") from None
     if cuda_runtime_libdir() is None:
-        raise MissingDependencyError("libcudart.so.12 is missing: `pip install nvidia-cuda-runtime-cu12`")
+        raise MissingDependencyError("libcudart.so.12 is missing: `make perf-tools` (nvidia-cuda-runtime-cu12 beside perf_analyzer)")
 
 
 @dataclass

@@ -52,7 +52,7 @@ def run_load_test(repository: str | Path | None, out_dir: str | Path, concurrenc
     if url is None:
         if repository is None:
             raise ValueError("give a repository to serve or the url of a running server")
-        from lita_serve.serve.launcher import Ports, TritonServer  # noqa: PLC0415 - needs the serve extra
+        from lita_serve.launcher import Ports, TritonServer  # noqa: PLC0415 - needs the serve extra
 
         previous = os.environ.get("OMP_NUM_THREADS")
         if omp_threads:

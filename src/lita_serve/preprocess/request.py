@@ -1,8 +1,9 @@
 """The preprocess step: one request's video bytes -> normalised frames and the video's duration.
 
-With a :class:`~lita_serve.encode.cache.FeatureCache`, :func:`prepare_cached` first hashes the
-bytes; when the encoder already holds that video's features it skips decoding and returns no
-frames (``[0, 3, S, S]``) plus the key, and the measured duration stored with the entry.
+With a :class:`~lita_serve.feature_cache.FeatureCache`, :func:`prepare_cached` first hashes the
+bytes; when the cache holds that video's features it skips decoding and returns no frames
+(``[0, 3, S, S]``), a pin that keeps the entry readable until the encoder step has read it, and
+the measured duration stored with the entry.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lita_serve.config import LitaConfig
-from lita_serve.encode.cache import FeatureCache, feature_key
+from lita_serve.feature_cache import FeatureCache, feature_key
 from lita_serve.errors import InvalidInputError, LimitExceededError
 from lita_serve.preprocess.source import load_source
 from lita_serve.preprocess.video import sample_video_for
@@ -27,7 +28,12 @@ class PreparedVideo:
     source_duration: float  # seconds measured from the video itself
     stats: dict[str, float] = field(default_factory=dict)
     key: str = ""  # feature-cache key ("" when the cache is off)
-    cached: bool = False  # True: frames is empty, the encoder holds the features under ``key``
+    pin: str = ""  # on a cache hit: the pinned entry the encoder step reads (FeatureCache.pin)
+
+    @property
+    def cached(self) -> bool:
+        """True: frames is empty and the encoder step reads the features from :attr:`pin`."""
+        return bool(self.pin)
 
 
 def check_declared_duration(duration: float | None, cfg: LitaConfig) -> float | None:
@@ -47,7 +53,7 @@ def prepare_video(data: bytes, cfg: LitaConfig, duration: float | None = None, n
     """Decode and sample ``data``; the declared ``duration`` (if any) overrides the measured one.
 
     ``normalize=False`` returns the cropped uint8 pixels ``[F, 3, S, S]`` for an encoder that
-    normalises itself (:class:`~lita_serve.encode.cached.CachedEncoder`).
+    normalises itself (:class:`~lita_serve.vision_encoder.cached.CachedEncoder`).
     """
     declared = check_declared_duration(duration, cfg)
     start = time.perf_counter()
@@ -71,7 +77,7 @@ def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprin
                    duration: float | None = None, num_threads: int = 0, normalize: bool = True) -> PreparedVideo:
     """Like :func:`prepare_video`, but skip decoding when ``cache`` holds this video's features.
 
-    ``fingerprint`` is :func:`~lita_serve.encode.cache.config_fingerprint` of the serving model.
+    ``fingerprint`` is :func:`~lita_serve.feature_cache.config_fingerprint` of the serving model.
     On a hit the frames are empty and ``cached`` is True; the request is still checked against
     the byte and duration limits.
     """
@@ -81,12 +87,14 @@ def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprin
     load_source(data, cfg.limits.max_video_bytes)  # the byte limit, before hashing
     start = time.perf_counter()
     key = feature_key(data, fingerprint)
-    info = cache.peek(key)
+    pinned = cache.pin(key)
     hash_ms = round((time.perf_counter() - start) * 1e3, 3)
-    if info is not None and "duration" in info.meta:
+    if pinned is not None:
+        pin, info = pinned
         measured = float(info.meta["duration"])
-        return PreparedVideo(frames=empty_frames(cfg, np.float32 if normalize else np.uint8), duration=declared if declared is not None else measured,
-                             source_duration=measured, stats={"hash_ms": hash_ms}, key=key, cached=True)
+        return PreparedVideo(frames=empty_frames(cfg, np.float32 if normalize else np.uint8),
+                             duration=declared if declared is not None else measured,
+                             source_duration=measured, stats={"hash_ms": hash_ms}, key=key, pin=pin)
     video = prepare_video(data, cfg, declared, num_threads, normalize)
     video.key = key
     video.stats["hash_ms"] = hash_ms

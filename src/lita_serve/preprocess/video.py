@@ -26,9 +26,9 @@ import numpy as np
 
 from lita_serve.config import LitaConfig
 from lita_serve.errors import InvalidInputError, LimitExceededError, VideoDecodeError
-from lita_serve.preprocess.decode import BACKENDS, available_backends
+from lita_serve.preprocess.frame_decode import BACKENDS, available_backends
 from lita_serve.preprocess.probe import probe_video
-from lita_serve.preprocess.sampling import crop_and_normalize, crop_chw, frame_indices, resize_dims
+from lita_serve.preprocess.frame_sampling import crop_and_normalize, crop_chw, frame_indices, resize_dims
 from lita_serve.preprocess.source import VideoInput, VideoSource, load_source
 
 

@@ -31,9 +31,9 @@ import torch
 from lita_serve.config import LitaConfig
 from lita_serve.conversation import build_prompt
 from lita_serve.data.synthetic import Event, VideoSpec, encode_spec, questions_for, random_video_spec
-from lita_serve.encode.clip import CLIPVisionTower
-from lita_serve.encode.visual_tokens import pool_visual_tokens
-from lita_serve.preprocess.sampling import frame_indices
+from lita_serve.vision_encoder.clip import CLIPVisionTower
+from lita_serve.vision_encoder.visual_tokens import pool_visual_tokens
+from lita_serve.preprocess.frame_sampling import frame_indices
 from lita_serve.preprocess.video import sample_video_for
 from lita_serve.prompt import build_input_ids
 from lita_serve.time_tokens import seconds_to_token

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lita_serve.decode.llama import apply_rope
+from lita_serve.llm.llama import apply_rope
 from lita_serve.errors import InvalidInputError
 from lita_serve.model import LitaModel
 from lita_serve.train.dataset import IGNORE_INDEX, MAX_VISIBLE, Example

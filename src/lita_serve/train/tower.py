@@ -27,7 +27,7 @@ from torch import Tensor
 
 from lita_serve.config import LitaConfig
 from lita_serve.data.synthetic import COLORS, SHAPES, VideoSpec
-from lita_serve.encode.clip import CLIPVisionTower
+from lita_serve.vision_encoder.clip import CLIPVisionTower
 from lita_serve.errors import InvalidInputError
 from lita_serve.preprocess.video import sample_video_for
 from lita_serve.train.dataset import sampled_frame_times

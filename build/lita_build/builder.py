@@ -1,0 +1,195 @@
+"""``lita build``: any supported checkpoint layout -> a model repository Triton can serve.
+
+Steps: recognise the layout; (``.nemo``) read and rename the weights; convert the tokenizer in
+the order of ``--lita-version``; load and validate the checkpoint, growing and padding the vocabulary
+to the tokenizer; check the LITA options; write the engine and the Triton configs; summarise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from lita_build import nemo, trtllm
+from lita_build.onnx_export import build_tensorrt_engine, export_encoder_onnx
+from lita_build.lita_options import check_lita_options, resolve_hf_overrides
+from lita_build.sources import SourceDescription, SourceLayout, describe_source
+from lita_build.summary import BuildSummary
+from lita_build.checkpoint import load_lita
+from lita_serve.errors import CheckpointError, InvalidInputError
+from lita_serve.model import LitaModel
+from lita_serve.layout import BUILD_MANIFEST
+from lita_build.repository import Deployment, write_model_repository
+from lita_serve.torch_engine import export_torch_engine
+from lita_serve.special_tokens import special_token_order
+from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, load_model_proto
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("torch", "tensorrt_llm")
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MANIFEST = BUILD_MANIFEST  # at the repository root, next to lita.json (Triton ignores plain files there)
+TRTLLM_CHECKPOINT = "tensorrt_llm_checkpoint"
+TRTLLM_MODEL = "tensorrt_llm"
+ENCODER_ONNX = "vision_encoder/1/encoder.onnx"
+ENCODER_PLAN = "vision_encoder/1/encoder.plan"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _hf_source(src: SourceDescription, work: Path) -> tuple[Path, list[str]]:
+    """The HF-layout directory to load: the checkpoint itself, or a .nemo rewritten into ``work``."""
+    if src.layout is not SourceLayout.NEMO:
+        return src.checkpoint, []
+    ckpt = nemo.read_nemo(src.checkpoint, work / "nemo")
+    hf_cfg, state = nemo.nemo_to_hf(ckpt)
+    out = work / "hf"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+    return out, [f".nemo weights: {ckpt.weights_format}, {len(ckpt.state)} tensors"]
+
+
+def _merged_config(root: Path, projector: Path | None) -> dict[str, Any]:
+    merged = _read_json(root / "config.json")
+    if projector is not None and projector.is_dir():
+        merged.update(_read_json(projector / "config.json"))
+    return merged
+
+
+def convert_checked_tokenizer(source: Path, out: Path, version: str, num_time_tokens: int) -> tuple[LitaTokenizer, int]:
+    """Convert ``source`` for ``version`` and check LITA's tokens sit in that version's id order.
+
+    A tokenizer converted before (same order) gains nothing; one converted in the other order is
+    refused, since its ids would not match the checkpoint's embedding rows.
+    """
+    added = convert_tokenizer(source, out, version, num_time_tokens)
+    proto = load_model_proto(out)
+    ids = {p.piece: i for i, p in enumerate(proto.pieces)}
+    order = [ids[t] for t in special_token_order(version, num_time_tokens)]
+    if order != list(range(order[0], order[0] + len(order))):
+        raise CheckpointError(f"{source} already holds LITA's tokens in an order other than LITA {version}'s: "
+                              "pass the base (unconverted) tokenizer or the matching --lita-version")
+    return LitaTokenizer(proto, num_time_tokens, source=str(out)), len(added)
+
+
+def _check_time_token_ids(merged: dict[str, Any], tokenizer: LitaTokenizer) -> None:
+    stored = merged.get("time_token_ids")
+    if stored and list(stored) != tokenizer.time_token_ids:
+        raise CheckpointError(f"the checkpoint's time_token_ids ({stored[0]}..) differ from the converted "
+                              f"tokenizer's ({tokenizer.time_token_ids[0]}..): wrong tokenizer or --lita-version")
+
+
+def _write_torch(model: LitaModel, tokenizer: Path, output: Path, max_batch_size: int, summary: BuildSummary) -> None:
+    layout = export_torch_engine(model, tokenizer, output)
+    write_model_repository(output, model.config, Deployment(max_batch_size=max_batch_size))
+    for what, path in (("config", layout.config_path), ("tokenizer", layout.tokenizer_path),
+                       ("encoder weights", layout.encoder_weights), ("decoder weights", layout.decoder_weights)):
+        summary.add(what, path)
+
+
+def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int, max_batch_size: int,
+                        summary: BuildSummary, bar: tqdm) -> None:
+    """TensorRT-LLM decoder engine + ONNX/TensorRT encoder + GPU configs (ensemble interface unchanged)."""
+    cfg = model.config
+    trt_dtype = "float16" if dtype == "float32" else dtype
+    ckpt_dir, engine_dir = output / TRTLLM_CHECKPOINT, output / TRTLLM_MODEL / "1" / "engine"
+    trtllm.write_trtllm_checkpoint(model.decoder, cfg, ckpt_dir, dtype=trt_dtype, tp_size=tp_size)
+    summary.add("TensorRT-LLM checkpoint", ckpt_dir)
+    bar.set_postfix_str("trtllm-build")
+    limits = trtllm.EngineLimits.for_config(cfg, max_batch_size)
+    command = trtllm.trtllm_build_command(ckpt_dir, engine_dir, limits, trt_dtype, tp_size)
+    log.info("running %s", " ".join(command))
+    subprocess.run(command, check=True)
+    summary.add("TensorRT-LLM engine", engine_dir)
+    bar.set_postfix_str("encoder ONNX + TensorRT")
+    onnx_path = export_encoder_onnx(model.encoder.float(), output / ENCODER_ONNX)
+    size = cfg.vision.image_size
+    plan = build_tensorrt_engine(onnx_path, output / ENCODER_PLAN, frames_shape=(cfg.lita.sample_frames, 3, size, size),
+                                 max_batch_size=max_batch_size, fp16=trt_dtype == "float16")
+    summary.add("encoder ONNX", onnx_path)
+    summary.add("encoder TensorRT engine", plan)
+    write_model_repository(output, cfg, Deployment(max_batch_size=max_batch_size, kind="KIND_GPU"))
+    model_dir = output / TRTLLM_MODEL
+    (model_dir / "config.pbtxt").write_text(trtllm.tensorrt_llm_model_config(str(engine_dir.resolve()), limits,
+                                                                             trt_dtype, tp_size))
+
+
+def _check_args(engine: str, dtype: str, tp_size: int, max_batch_size: int) -> None:
+    if engine not in ENGINES:
+        raise InvalidInputError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
+    if dtype not in TORCH_DTYPES:
+        raise InvalidInputError(f"--dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
+    if tp_size < 1 or max_batch_size < 1:
+        raise InvalidInputError("--tp-size and --max-batch-size must be >= 1")
+    if engine == "torch" and tp_size != 1:
+        raise InvalidInputError("--tp-size applies to --engine tensorrt_llm only")
+    if engine == "tensorrt_llm":
+        trtllm.require_tensorrt_llm()
+
+
+def _load(src: SourceDescription, work: Path, tokenizer: Path, overrides: dict[str, Any] | None, dtype: str,
+          summary_notes: list[str], bar: tqdm) -> tuple[LitaModel, Path, int]:
+    """Steps shared by every engine: source -> converted tokenizer + validated, vocab-padded model."""
+    bar.set_postfix_str("reading checkpoint")
+    root, notes = _hf_source(src, work)
+    summary_notes += notes
+    merged = _merged_config(root, src.mm_projector)
+    hf_overrides, notes = resolve_hf_overrides(merged, src.lita_version, overrides, src.is_pretrained)
+    summary_notes += notes
+    bar.update(1)
+    bar.set_postfix_str("tokenizer")
+    converted = work / "tokenizer.model"
+    num_time_tokens = int({**merged, **hf_overrides}["num_time_tokens"])
+    tok, added = convert_checked_tokenizer(tokenizer, converted, src.lita_version, num_time_tokens)
+    _check_time_token_ids(merged, tok)
+    bar.update(1)
+    bar.set_postfix_str("loading + validating weights")
+    model = load_lita(root, vision_tower_path=src.vision_tower, mm_projector_path=src.mm_projector,
+                      tokenizer_size=tok.vocab_size, dtype=TORCH_DTYPES[dtype], hf_overrides=hf_overrides)
+    check_lita_options(model.config)
+    bar.update(1)
+    return model, converted, added
+
+
+def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str = "torch", output: Path,
+          vision_tower: Path | None = None, mm_projector: Path | None = None, overrides: dict | None = None,
+          dtype: str = "float32", tp_size: int = 1, max_batch_size: int = 8, progress: bool = True) -> BuildSummary:
+    """Build the model repository at ``output`` from ``checkpoint`` (any layout of :mod:`.sources`).
+
+    ``overrides`` sets LITA options by their :class:`~lita_serve.config.LitaOptions` names
+    (``video_arch``, ``visual_token_format``, ``sample_frames``, ``num_spatial_frames``,
+    ``spatial_pool``, ``num_time_tokens``, ``projector_type``). Raises CheckpointError for a
+    checkpoint that does not match its config, InvalidInputError for bad arguments and
+    MissingDependencyError when the tensorrt_llm engine is asked for without TensorRT-LLM.
+    """
+    _check_args(engine, dtype, tp_size, max_batch_size)
+    src = describe_source(Path(checkpoint), lita_version=lita_version, vision_tower=vision_tower,
+                          mm_projector=mm_projector)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".lita-build-") as tmp, \
+            tqdm(total=4, desc=f"lita build ({src.label})", unit="step", disable=not progress) as bar:
+        model, converted, added = _load(src, Path(tmp), Path(tokenizer), overrides, dtype, notes, bar)
+        summary = BuildSummary(src.label, engine, output.resolve(), model.config, added, notes=notes)
+        bar.set_postfix_str(f"writing {engine} repository")
+        _write_torch(model, converted, output, max_batch_size, summary)
+        if engine == "tensorrt_llm":
+            _write_tensorrt_llm(model, output, dtype, tp_size, max_batch_size, summary, bar)
+        bar.update(1)
+    manifest = {"engine": engine, "source": src.label, "layout": src.layout.value, "dtype": dtype, "tp_size": tp_size,
+                "max_batch_size": max_batch_size, "notes": notes}
+    (output / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    summary.add("build manifest", output / MANIFEST)
+    return summary

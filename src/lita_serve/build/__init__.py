@@ -1,6 +1,0 @@
-"""The build step: released LITA checkpoints (HF, pretrained parts, .nemo) -> a served model repository."""
-
-from lita_serve.build.pipeline import BuildSummary, build
-from lita_serve.build.sources import SourceDescription, SourceLayout, describe_source
-
-__all__ = ["BuildSummary", "SourceDescription", "SourceLayout", "build", "describe_source"]

@@ -1,0 +1,301 @@
+"""A visual-feature cache shared by separate processes: a second question about the same video
+skips decoding and encoding.
+
+Why files: Triton runs the preprocess and the vision-encoder models in separate python-backend
+processes (and may run several instances of each), so an in-memory dict would not be shared.
+The cache is one folder of files (by default under the system's temporary directory; point
+``ServeLimits.feature_cache_dir`` at ``/dev/shm`` to keep it in RAM for sure):
+
+* ``<key>.feat``: one entry. A 4-byte little-endian header length, a JSON header (dtype, shape,
+  the video's measured duration, ...), then the raw C-order array bytes. The preprocess step
+  reads only the header (:meth:`FeatureCache.peek`); the encoder reads the whole entry.
+* Writes go to a private temporary file in the same folder, then ``os.replace`` makes the entry
+  appear atomically: a reader sees either no entry or a complete one, never a partial one.
+* Recency is the file's modification time: a hit touches it (``os.utime``). After each write,
+  the writer takes an exclusive ``flock`` on ``.lock``, sums the sizes of all entries and deletes
+  the least recently used ones until the total fits in ``capacity_bytes`` (LRU by bytes).
+  An entry larger than the whole budget is not stored.
+* A reader whose entry is deleted between its lookup and its read simply gets a miss (POSIX
+  keeps an already-open file readable after unlink).
+* ``<key>.<token>.pin``: a hit handed from one process to another. The preprocess step finds an
+  entry and hard-links it under a private name (:meth:`FeatureCache.pin`); eviction never deletes
+  pins, so the encoder step reads the features (:meth:`FeatureCache.take_pinned`, which removes
+  the pin) even if the entry itself was evicted in between. Only the key travels between the
+  steps, never the video. Pins older than :data:`PIN_MAX_AGE_S` (a request cancelled between the
+  two steps) are removed at the next eviction.
+
+Keys (:func:`feature_key`) hash the video's bytes together with everything that changes the
+features: the frame count, image size, CLIP normalisation, the vision/projector configuration,
+the model name and the encoder weights file's identity (size and modification time).
+
+Hit/miss counters are kept per :class:`FeatureCache` object (per process); the Triton encoder
+exports them as Prometheus counters and each response's ``stats`` says ``"cache": "hit"|"miss"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import struct
+import time
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lita_serve.config import LitaConfig
+
+logger = logging.getLogger(__name__)
+
+SUFFIX = ".feat"
+PIN_SUFFIX = ".pin"
+PIN_MAX_AGE_S = 600.0  # a pin the encoder never took (request cancelled in between) is removed after this
+LOCK_FILE = ".lock"
+_HEADER_LEN = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class CacheEntryInfo:
+    """What an entry's header says (readable without loading the array)."""
+
+    key: str
+    dtype: str
+    shape: tuple[int, ...]
+    meta: dict[str, Any]
+
+
+@dataclass
+class CacheCounters:
+    hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    evictions: int = 0
+
+
+def config_fingerprint(cfg: LitaConfig, weights: str | Path | None = None) -> str:
+    """Everything besides the video that decides the features, as a stable string."""
+    parts: dict[str, Any] = {
+        "name": cfg.name,
+        "vision": dataclasses.asdict(cfg.vision),
+        "lita": dataclasses.asdict(cfg.lita),
+        "hidden": cfg.text.hidden_size,
+    }
+    if weights is not None and Path(weights).is_file():
+        st = Path(weights).stat()
+        parts["weights"] = [str(Path(weights).resolve()), st.st_size, st.st_mtime_ns]
+    return json.dumps(parts, sort_keys=True, default=list)
+
+
+def feature_key(video: bytes | memoryview, fingerprint: str) -> str:
+    """Content hash of ``video`` and the config ``fingerprint`` (hex, 40 chars)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(fingerprint.encode())
+    h.update(b"\0")
+    h.update(video)
+    return h.hexdigest()
+
+
+def default_cache_dir(repository: str | Path) -> Path:
+    """A folder per model repository under the system's temporary directory."""
+    tag = hashlib.blake2b(str(Path(repository).resolve()).encode(), digest_size=6).hexdigest()
+    return Path(tempfile.gettempdir()) / f"lita-feature-cache-{tag}"
+
+
+class FeatureCache:
+    """Content-addressed arrays in a folder, LRU-bounded by bytes, safe across processes."""
+
+    def __init__(self, directory: str | Path, capacity_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.capacity_bytes = int(capacity_bytes)
+        self.counters = CacheCounters()
+        if self.enabled:
+            self.directory.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_repository(cls, repository: str | Path, cfg: LitaConfig) -> "FeatureCache":
+        """The cache ``cfg.limits`` configures for the repository at ``repository``."""
+        directory = cfg.limits.feature_cache_dir or default_cache_dir(repository)
+        return cls(directory, cfg.limits.feature_cache_bytes)
+
+    @property
+    def enabled(self) -> bool:
+        return self.capacity_bytes > 0
+
+    def path(self, key: str) -> Path:
+        if not key or not all(c in "0123456789abcdef" for c in key):
+            raise ValueError(f"bad cache key {key!r}")
+        return self.directory / f"{key}{SUFFIX}"
+
+    # --- reading --------------------------------------------------------------------------
+    def peek(self, key: str) -> CacheEntryInfo | None:
+        """The entry's header (no array read), or None when absent."""
+        if not self.enabled:
+            return None
+        try:
+            with open(self.path(key), "rb") as f:
+                return self._read_header(key, f)
+        except (OSError, ValueError):
+            return None
+
+    def get(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """(array, meta) and a hit, or None and a miss. A hit makes the entry most recent."""
+        found = self._load(key) if self.enabled else None
+        if found is None:
+            self.counters.misses += 1
+            return None
+        self.counters.hits += 1
+        try:
+            os.utime(self.path(key))
+        except OSError:  # evicted meanwhile: the data already read is still valid
+            pass
+        return found
+
+    def _load(self, key: str, path: Path | None = None) -> tuple[np.ndarray, dict[str, Any]] | None:
+        try:
+            with open(path or self.path(key), "rb") as f:
+                info = self._read_header(key, f)
+                data = f.read()
+        except (OSError, ValueError):
+            return None
+        dtype = np.dtype(info.dtype)
+        if len(data) != dtype.itemsize * int(np.prod(info.shape)):
+            return None  # cannot happen with atomic writes; treat a damaged entry as absent
+        return np.frombuffer(data, dtype).reshape(info.shape), info.meta
+
+    @staticmethod
+    def _read_header(key: str, f) -> CacheEntryInfo:
+        raw = f.read(_HEADER_LEN.size)
+        if len(raw) != _HEADER_LEN.size:
+            raise ValueError("short header")
+        (n,) = _HEADER_LEN.unpack(raw)
+        header = json.loads(f.read(n))
+        return CacheEntryInfo(key, header["dtype"], tuple(header["shape"]), header.get("meta", {}))
+
+    # --- handing a hit from the preprocess step to the encoder step ------------------------
+    def pin(self, key: str) -> tuple[str, CacheEntryInfo] | None:
+        """Keep ``key``'s entry readable for the encoder step: (pin name, header), or None when absent."""
+        if not self.enabled:
+            return None
+        name = f"{self.path(key).stem}.{secrets.token_hex(8)}{PIN_SUFFIX}"
+        pinned = self.directory / name
+        try:
+            os.link(self.path(key), pinned)
+            with open(pinned, "rb") as f:
+                return name, self._read_header(key, f)
+        except (OSError, ValueError):
+            pinned.unlink(missing_ok=True)
+            return None
+
+    def take_pinned(self, pin: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """The features a :meth:`pin` kept (and a hit), removing the pin; None if it is gone."""
+        key, token, suffix = (pin.split(".") + ["", ""])[:3]
+        if f".{suffix}" != PIN_SUFFIX or not token.isalnum():
+            raise ValueError(f"bad cache pin {pin!r}")
+        pinned = self.path(key).with_name(pin)
+        found = self._load(key, pinned)
+        pinned.unlink(missing_ok=True)
+        if found is None:
+            self.counters.misses += 1
+            return None
+        self.counters.hits += 1
+        try:
+            os.utime(self.path(key))
+        except OSError:  # evicted meanwhile: the pinned data is still valid
+            pass
+        return found
+
+    # --- writing --------------------------------------------------------------------------
+    def put(self, key: str, array: np.ndarray, meta: dict[str, Any] | None = None) -> bool:
+        """Store ``array`` under ``key`` (atomic), then evict LRU entries over the budget.
+
+        Returns False (and stores nothing) when disabled, when the entry alone is over the
+        budget, or when the write fails (a full disk never fails a request).
+        """
+        if not self.enabled:
+            return False
+        array = np.ascontiguousarray(array)
+        header = json.dumps({"dtype": array.dtype.str, "shape": list(array.shape), "meta": meta or {}}).encode()
+        size = _HEADER_LEN.size + len(header) + array.nbytes
+        if size > self.capacity_bytes:
+            return False
+        target = self.path(key)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(_HEADER_LEN.pack(len(header)))
+                    f.write(header)
+                    f.write(memoryview(array).cast("B"))
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self.counters.stores += 1
+            self.evict()
+        except OSError as exc:
+            logger.warning("feature cache write failed: %s", exc)
+            return False
+        return True
+
+    def entries(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of every entry, oldest first."""
+        found = []
+        with os.scandir(self.directory) as it:
+            for e in it:
+                if e.name.endswith(SUFFIX):
+                    try:
+                        st = e.stat()
+                    except FileNotFoundError:
+                        continue
+                    found.append((st.st_mtime_ns, st.st_size, Path(e.path)))
+        found.sort()
+        return found
+
+    def total_bytes(self) -> int:
+        return sum(size for _, size, _ in self.entries()) if self.enabled else 0
+
+    def evict(self) -> int:
+        """Delete least recently used entries until the total fits; -> entries deleted."""
+        removed = 0
+        with open(self.directory / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._remove_stale_pins()
+                entries = self.entries()
+                total = sum(size for _, size, _ in entries)
+                for _, size, path in entries:
+                    if total <= self.capacity_bytes:
+                        break
+                    path.unlink(missing_ok=True)
+                    total -= size
+                    removed += 1
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        self.counters.evictions += removed
+        return removed
+
+    def _remove_stale_pins(self) -> None:
+        oldest = time.time() - PIN_MAX_AGE_S
+        with os.scandir(self.directory) as it:
+            for e in it:
+                if e.name.endswith(PIN_SUFFIX):
+                    try:
+                        if e.stat().st_ctime < oldest:
+                            os.unlink(e.path)
+                    except FileNotFoundError:
+                        continue
+
+    def remove(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        if self.enabled:
+            for _, _, path in self.entries():
+                path.unlink(missing_ok=True)

@@ -1,0 +1,81 @@
+"""Where things live inside a built model repository.
+
+A repository is self-contained: Triton ignores plain files at its root, so the shared
+``lita.json`` (the :class:`~lita_serve.config.LitaConfig`) and ``tokenizer.model`` sit there,
+and each model's weights sit in its version folder::
+
+    REPO/lita.json                      LitaConfig: the one source of truth
+    REPO/tokenizer.model                SentencePiece model with LITA's time tokens
+    REPO/vision_encoder/1/weights/      encoder.safetensors  (vision tower + projector)
+    REPO/llm/1/weights/                 decoder.safetensors  (LLaMA decoder)
+    REPO/<model>/config.pbtxt, REPO/<model>/1/model.py
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lita_client.contract import ENSEMBLE
+from lita_serve.config import LitaConfig
+from lita_serve.errors import CheckpointError
+
+CONFIG_FILE = "lita.json"
+BUILD_MANIFEST = "build.json"  # written by `lita build`: which engine, from what source
+TOKENIZER_FILE = "tokenizer.model"
+ENCODER_WEIGHTS = "vision_encoder/1/weights/encoder.safetensors"
+DECODER_WEIGHTS = "llm/1/weights/decoder.safetensors"
+
+STEPS = ("preprocess", "vision_encoder", "llm", "postprocess")
+MODELS = (*STEPS, ENSEMBLE)
+
+
+@dataclass(frozen=True)
+class RepositoryLayout:
+    """Paths of one model repository."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, root: str | Path) -> "RepositoryLayout":
+        return cls(Path(root).resolve())
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path) -> "RepositoryLayout":
+        """From the ``args["model_repository"]`` Triton hands a python model (``REPO/<model>``)."""
+        return cls.of(Path(model_dir).resolve().parent)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.root / TOKENIZER_FILE
+
+    @property
+    def encoder_weights(self) -> Path:
+        return self.root / ENCODER_WEIGHTS
+
+    @property
+    def decoder_weights(self) -> Path:
+        return self.root / DECODER_WEIGHTS
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def engine(self) -> str:
+        """``"torch"`` or ``"tensorrt_llm"``, from the build manifest (torch when there is none)."""
+        manifest = self.root / BUILD_MANIFEST
+        if not manifest.is_file():
+            return "torch"
+        return str(json.loads(manifest.read_text()).get("engine", "torch"))
+
+    def load_config(self) -> LitaConfig:
+        """The repository's :class:`LitaConfig`; CheckpointError when it was never built."""
+        if not self.config_path.is_file():
+            raise CheckpointError(
+                f"{self.config_path} is missing: build the repository first (`lita build` or `make demo`)"
+            )
+        return LitaConfig.load(self.config_path)

@@ -1,0 +1,1 @@
+"""LLaMA decoding: the decoder with its KV cache, sampling and the generation loops."""

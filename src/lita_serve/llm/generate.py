@@ -1,0 +1,120 @@
+"""Prefill + KV-cached decode loops for one request or a batch of requests.
+
+Rows of a batch are right-padded; each row keeps its own positions, sampling parameters, seeded
+generator and stop state, so a request's output does not depend on what it is batched with
+(up to floating-point differences of batched matmuls).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lita_serve.llm.llama import LlamaDecoder
+from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.llm.token_sampling import make_generator, sample_next
+from lita_serve.errors import InvalidInputError, LimitExceededError
+
+
+@dataclass
+class GenerationRequest:
+    """One sequence to continue. ``prompt_table`` [N_vis,H] backs ids >= vocab_size in input_ids."""
+
+    input_ids: list[int]
+    prompt_table: Tensor | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
+    on_token: Callable[[int], None] | None = None
+
+
+def generate(decoder: LlamaDecoder, input_ids: list[int], prompt_table: Tensor | None, params: SamplingParams,
+             eos_id: int, on_token: Callable[[int], None] | None = None, stop_ids: Sequence[int] = ()) -> list[int]:
+    """Continue ``input_ids`` until EOS, a stop id or ``params.max_tokens`` new tokens.
+
+    Returns the generated ids without the terminating EOS/stop id; ``on_token`` is called once per
+    returned id, as soon as it is chosen (streaming).
+    """
+    request = GenerationRequest(list(input_ids), prompt_table, params, on_token)
+    return generate_batch(decoder, [request], eos_id, stop_ids)[0]
+
+
+def generate_batch(decoder: LlamaDecoder, requests: Sequence[GenerationRequest], eos_id: int,
+                   stop_ids: Sequence[int] = ()) -> list[list[int]]:
+    """Run several requests through one right-padded batch; returns one id list per request."""
+    if not requests:
+        return []
+    _check_requests(decoder, requests)
+    stops = {int(eos_id), *(int(s) for s in stop_ids)}
+    device = decoder.lm_head.weight.device
+    lens = torch.tensor([len(r.input_ids) for r in requests], device=device)
+    gens = [make_generator(r.params.seed, device) for r in requests]
+    history = [list(r.input_ids) for r in requests]
+    outputs: list[list[int]] = [[] for _ in requests]
+    active = [True] * len(requests)
+    with torch.inference_mode():
+        cache = decoder.new_cache(len(requests), max(len(r.input_ids) + r.params.max_tokens for r in requests))
+        embeds, valid = _embed_prompts(decoder, requests, int(lens.max()))  # [B,T,H], [B,T]
+        positions = torch.arange(embeds.shape[1], device=device)
+        logits = decoder(embeds, positions, cache, valid, output_index=lens - 1)[:, 0]  # [B,V]
+        next_pos = lens.clone()
+        while any(active):
+            tokens = _choose(logits, requests, gens, history, active, outputs, stops)  # [B]
+            if not any(active):
+                break
+            step_valid = torch.tensor(active, device=device)[:, None]  # [B,1]
+            step_embeds = decoder.embed(tokens[:, None].to(device))  # [B,1,H]
+            logits = decoder(step_embeds, next_pos[:, None], cache, step_valid)[:, 0]
+            next_pos += 1
+    return outputs
+
+
+def _check_requests(decoder: LlamaDecoder, requests: Sequence[GenerationRequest]) -> None:
+    limit = decoder.config.max_position_embeddings
+    for i, r in enumerate(requests):
+        if not r.input_ids:
+            raise InvalidInputError(f"request {i}: input_ids is empty")
+        r.params.validate(limit)
+        if len(r.input_ids) + r.params.max_tokens > limit:
+            raise LimitExceededError(
+                f"request {i}: prompt length {len(r.input_ids)} + max_tokens {r.params.max_tokens} "
+                f"exceeds max_position_embeddings {limit}")
+
+
+def _embed_prompts(decoder: LlamaDecoder, requests: Sequence[GenerationRequest], width: int) -> tuple[Tensor, Tensor]:
+    """Embed each prompt with its own table and right-pad: -> embeds [B,T,H], valid [B,T]."""
+    device = decoder.lm_head.weight.device
+    hidden = decoder.config.hidden_size
+    embeds = torch.zeros(len(requests), width, hidden, dtype=decoder.lm_head.weight.dtype, device=device)
+    valid = torch.zeros(len(requests), width, dtype=torch.bool, device=device)
+    for b, r in enumerate(requests):
+        ids = torch.tensor([r.input_ids], dtype=torch.long, device=device)  # [1,T_b]
+        table = None if r.prompt_table is None else r.prompt_table.to(device)
+        embeds[b, : ids.shape[1]] = decoder.embed(ids, table)[0]
+        valid[b, : ids.shape[1]] = True
+    return embeds, valid
+
+
+def _choose(logits: Tensor, requests: Sequence[GenerationRequest], gens: list[torch.Generator],
+            history: list[list[int]], active: list[bool], outputs: list[list[int]], stops: set[int]) -> Tensor:
+    """Sample one token per active row, update stop state and stream it; -> tokens [B] (0 for idle rows)."""
+    tokens = torch.zeros(len(requests), dtype=torch.long)
+    for b, r in enumerate(requests):
+        if not active[b]:
+            continue
+        prev = None
+        if r.params.repetition_penalty != 1.0:
+            prev = torch.tensor([history[b]], dtype=torch.long, device=logits.device)
+        token = int(sample_next(logits[b : b + 1], r.params, gens[b], prev)[0])
+        if token in stops:
+            active[b] = False
+            continue
+        outputs[b].append(token)
+        history[b].append(token)
+        tokens[b] = token
+        if r.on_token is not None:
+            r.on_token(token)
+        if len(outputs[b]) >= r.params.max_tokens:
+            active[b] = False
+    return tokens

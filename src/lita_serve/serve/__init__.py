@@ -1,1 +1,0 @@
-"""Serving on Triton Inference Server: model-repository layout, configs, engine export, launcher."""

@@ -1,0 +1,78 @@
+"""The PyTorch engine: weights in the model repository, loaded on CPU or CUDA.
+
+The encoder and the decoder are stored apart so each Triton model loads only what it runs
+(the TensorRT-LLM deployment replaces the decoder part and keeps the interface).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lita_serve.config import LitaConfig
+from lita_serve.llm.llama import LlamaDecoder
+from lita_serve.vision_encoder.encoder import VisualEncoder
+from lita_serve.errors import CheckpointError
+from lita_serve.model import LitaModel
+from lita_serve.layout import RepositoryLayout
+
+logger = logging.getLogger(__name__)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when a GPU is visible, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA, fp32 on CPU (fp16 matmuls on CPU are slow and less exact)."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def _save(module: torch.nn.Module, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(state, str(path))
+
+
+def export_torch_engine(model: LitaModel, tokenizer_path: str | Path, repo: str | Path) -> RepositoryLayout:
+    """Write ``model``'s weights, its config and the tokenizer into the repository at ``repo``."""
+    layout = RepositoryLayout.of(repo)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    model.config.save(layout.config_path)
+    shutil.copyfile(tokenizer_path, layout.tokenizer_path)
+    _save(model.encoder, layout.encoder_weights)
+    _save(model.decoder, layout.decoder_weights)
+    logger.info("torch engine written", extra={"repo": str(layout.root)})
+    return layout
+
+
+def _load_into(module: torch.nn.Module, path: Path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    if not path.is_file():
+        raise CheckpointError(f"engine weights {path} are missing: build the repository first")
+    state = load_file(str(path), device=str(device))
+    missing, unexpected = module.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: missing tensors {sorted(missing)}, unexpected tensors {sorted(unexpected)}")
+    return module.to(device=device, dtype=dtype).eval()
+
+
+def load_encoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None = None,
+                 dtype: torch.dtype | None = None) -> VisualEncoder:
+    dev = pick_device(device)
+    encoder = VisualEncoder.from_config(cfg, device="meta")
+    return _load_into(encoder, layout.encoder_weights, dev, dtype or default_dtype(dev))
+
+
+def load_decoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None = None,
+                 dtype: torch.dtype | None = None) -> LlamaDecoder:
+    dev = pick_device(device)
+    with torch.device("meta"):
+        decoder = LlamaDecoder(cfg.text)
+    return _load_into(decoder, layout.decoder_weights, dev, dtype or default_dtype(dev))

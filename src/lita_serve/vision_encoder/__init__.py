@@ -1,0 +1,1 @@
+"""Visual side of LITA: CLIP vision tower, projector, and LITA's visual-token layouts."""
