@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from repo_factory import build_tiny_repository  # noqa: E402
 from videos import make_mp4  # noqa: E402
 
 from lita_serve.launcher import Ports, TritonServer  # noqa: E402
+from lita_serve.loadtest.perf import PERF_ANALYZER_ENV  # noqa: E402
+
+# perf_analyzer's tool environment as `make perf-tools` makes it, unless the caller names another.
+os.environ.setdefault(PERF_ANALYZER_ENV, str(Path(__file__).resolve().parents[1] / ".venv-perf" / "bin" / "perf_analyzer"))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import os
 import queue
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,10 @@ from triton_calls import request_inputs
 from videos import make_mp4
 
 from lita_serve.config import LitaConfig
-from lita_serve.feature_cache import FeatureCache, config_fingerprint, default_cache_dir, feature_key
+import lita_serve.feature_cache as feature_cache
+from lita_serve.feature_cache import (
+    PIN_MAX_AGE_S, PIN_SUFFIX, FeatureCache, config_fingerprint, default_cache_dir, feature_key,
+)
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
 from lita_serve.inprocess import LitaPipeline
 from lita_serve.preprocess.request import prepare_cached
@@ -97,7 +101,7 @@ def pipeline(tiny_repo):
     return LitaPipeline(tiny_repo, device="cpu")
 
 
-def test_hit_skips_decoding_and_race_after_eviction_still_answers(tiny_repo, pipeline, tmp_path):
+def test_hit_skips_decoding_and_a_pinned_hit_survives_eviction(tiny_repo, pipeline, tmp_path):
     video = make_mp4(tmp_path / "v.mp4", seconds=3.0, fps=10, size=(96, 64),
                      color_fn=lambda i: (i * 20 % 256, 10, 90)).read_bytes()
     cfg = pipeline.cfg
@@ -107,19 +111,46 @@ def test_hit_skips_decoding_and_race_after_eviction_still_answers(tiny_repo, pip
 
     cold = prepare_cached(video, cfg, cache, fp)
     assert not cold.cached and cold.frames.shape[0] == cfg.lita.sample_frames
-    first = encoder.run([EncodeJob(cold.frames, cold.key, cold.source_duration, video)])[0]
+    first = encoder.run([EncodeJob(cold.frames, cold.key, cold.source_duration, cold.pin)])[0]
     assert first.stats["cache"] == "miss"
 
     warm = prepare_cached(video, cfg, cache, fp)
     assert warm.cached and warm.frames.shape[0] == 0 and warm.duration == pytest.approx(cold.duration)
-    hit = encoder.run([EncodeJob(warm.frames, warm.key, warm.source_duration, video)])[0]
+    hit = encoder.run([EncodeJob(warm.frames, warm.key, warm.source_duration, warm.pin)])[0]
     assert hit.stats["cache"] == "hit"
     np.testing.assert_array_equal(hit.embeddings, first.embeddings)
+    assert not list(cache.directory.glob(f"*{PIN_SUFFIX}")), "the encoder removes the pin it read"
 
-    cache.remove(warm.key)  # evicted between the preprocess lookup and the encoder
-    raced = encoder.run([EncodeJob(warm.frames, warm.key, warm.source_duration, video)])[0]
-    assert raced.error is None and raced.stats["cache"] == "miss" and raced.stats["cache_race"] == 1
-    np.testing.assert_allclose(raced.embeddings, first.embeddings, rtol=1e-5, atol=1e-6)
+    # Evicted between the preprocess lookup and the encoder: the pin still holds the features,
+    # and the video never has to reach the encoder.
+    raced = prepare_cached(video, cfg, cache, fp)
+    cache.remove(raced.key)
+    assert cache.peek(raced.key) is None
+    after = encoder.run([EncodeJob(raced.frames, raced.key, raced.source_duration, raced.pin)])[0]
+    assert after.error is None and after.stats["cache"] == "hit"
+    np.testing.assert_array_equal(after.embeddings, first.embeddings)
+
+    # A hit without a pin (it cannot be read) is this request's error, not a wrong answer.
+    lost = encoder.run([EncodeJob(raced.frames, raced.key, raced.source_duration, "")])[0]
+    assert lost.error is not None and "pinned" in str(lost.error)
+
+
+def test_stale_pins_are_removed_and_pins_cannot_name_other_files(tmp_path, monkeypatch):
+    cache = FeatureCache(tmp_path / "cache", 1 << 20)
+    key = "ab" * 20
+    assert cache.put(key, np.ones((2, 3), np.float32), {"duration": 1.0})
+    pin, info = cache.pin(key)
+    assert info.shape == (2, 3) and pin.startswith(key) and pin.endswith(PIN_SUFFIX)
+    assert cache.pin("cd" * 20) is None  # absent entry: no pin, a miss
+    with pytest.raises(ValueError, match="bad cache pin"):
+        cache.take_pinned("../../etc/passwd")
+    cache.evict()
+    assert (cache.directory / pin).exists(), "a pin younger than PIN_MAX_AGE_S is kept for its encoder"
+    # A pin's age is its ctime, which cannot be set back: move the clock forward instead.
+    monkeypatch.setattr(feature_cache.time, "time", lambda real=time.time: real() + PIN_MAX_AGE_S + 5)
+    cache.evict()
+    assert not (cache.directory / pin).exists()
+    assert cache.peek(key) is not None, "removing stale pins never touches entries within the budget"
 
 
 # --- through the real server ------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``lita-client``: ask a LITA server about a video, answer a prompt file, check health.
 
-    lita-client ask VIDEO QUESTION [--stream] [--json] [sampling flags] [connection flags]
+    lita-client [connection flags] ask VIDEO QUESTION [--stream] [--json] [sampling flags] [connection flags]
     lita-client batch PROMPTS.jsonl --media-base-path DIR --output OUT.jsonl [--concurrency N]
     lita-client health [--json]
 
@@ -22,6 +22,7 @@ import sys
 from typing import Any, Sequence
 
 from lita_client.batch import run_batch
+from lita_client.contract import SAMPLING_RANGES
 from lita_client.errors import LitaClientError
 from lita_client.options import URL_ENV, ConnectionOptions, RetryPolicy, default_url
 from lita_client.wire import SAMPLING_NAMES, sampling_dtype
@@ -32,19 +33,26 @@ PROG = "lita-client"
 _FLAG_TYPES = {"INT32": int, "INT64": int, "FP32": float}
 
 
-def _connection_parser() -> argparse.ArgumentParser:
+def _connection_parser(defaults: bool) -> argparse.ArgumentParser:
+    """Connection flags. They are accepted before the subcommand (``defaults``: the top level,
+    which holds the defaults) and after it (no defaults, so they never undo a flag given before)."""
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
     parser = argparse.ArgumentParser(add_help=False)
-    group = parser.add_argument_group("connection")
-    group.add_argument("-u", "--url", default=None,
+    group = parser.add_argument_group("connection (before or after the subcommand)")
+    group.add_argument("-u", "--url", default=default(None),
                        help=f"gRPC address of the server (default: ${URL_ENV} or {default_url()})")
-    group.add_argument("-t", "--client-timeout", type=float, default=ConnectionOptions.timeout,
-                       help="seconds allowed for one request (default: %(default)s)")
-    group.add_argument("--retries", type=int, default=RetryPolicy.retries,
-                       help="retries with exponential backoff while the server is unavailable (default: %(default)s)")
-    group.add_argument("-s", "--ssl", action="store_true", help="connect with TLS")
-    group.add_argument("--root-certificates", help="PEM file of the root certificates (with --ssl)")
-    group.add_argument("--private-key", help="PEM file of the client's private key (with --ssl)")
-    group.add_argument("--certificate-chain", help="PEM file of the client's certificate chain (with --ssl)")
+    group.add_argument("-t", "--client-timeout", type=float, default=default(ConnectionOptions.timeout),
+                       help=f"seconds allowed for one request (default: {ConnectionOptions.timeout})")
+    group.add_argument("--retries", type=int, default=default(RetryPolicy.retries),
+                       help=f"retries with exponential backoff while the server is unavailable "
+                            f"(default: {RetryPolicy.retries})")
+    group.add_argument("-s", "--ssl", action="store_true", default=default(False), help="connect with TLS")
+    group.add_argument("--root-certificates", default=default(None), help="PEM file of the root certificates (with --ssl)")
+    group.add_argument("--private-key", default=default(None), help="PEM file of the client's private key (with --ssl)")
+    group.add_argument("--certificate-chain", default=default(None),
+                       help="PEM file of the client's certificate chain (with --ssl)")
     return parser
 
 
@@ -56,13 +64,15 @@ def _sampling_parser() -> argparse.ArgumentParser:
         if dtype == "BOOL":
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
         else:
-            group.add_argument(flag, dest=name, type=_FLAG_TYPES[dtype], default=None, metavar=dtype)
+            group.add_argument(flag, dest=name, type=_FLAG_TYPES[dtype], default=None, metavar=dtype,
+                               help=SAMPLING_RANGES[name].describe() if name in SAMPLING_RANGES else None)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    conn, sampling = _connection_parser(), _sampling_parser()
-    parser = argparse.ArgumentParser(prog=PROG, description="Client of a LITA video-LLM server on Triton.")
+    conn, sampling = _connection_parser(defaults=False), _sampling_parser()
+    parser = argparse.ArgumentParser(prog=PROG, description="Client of a LITA video-LLM server on Triton.",
+                                     parents=[_connection_parser(defaults=True)])
     sub = parser.add_subparsers(dest="command", required=True)
 
     ask = sub.add_parser("ask", parents=[conn, sampling], help="ask one question about one video")

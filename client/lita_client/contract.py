@@ -44,6 +44,40 @@ SAMPLING_INPUTS = {
 }
 
 
+@dataclass(frozen=True)
+class ValueRange:
+    """The values a numeric sampling input may take: ``low`` (excluded when ``low_open``) to
+    ``high`` (excluded when ``high_open``); None: unbounded on that side."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        """``>= 0``, ``> 0``, ``in (0, 1]``: how error messages and help texts state the range."""
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        high = "2**63" if self.high == 2**63 else f"{self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {high}{')' if self.high_open else ']'}"
+
+
+# The values each numeric sampling input accepts (the server also caps max_tokens at its limit).
+SAMPLING_RANGES = {
+    "max_tokens": ValueRange(0, low_open=True),
+    "temperature": ValueRange(0),
+    "top_k": ValueRange(0),
+    "top_p": ValueRange(0, 1, low_open=True),
+    "repetition_penalty": ValueRange(0, low_open=True),
+    "seed": ValueRange(0, 2**63, high_open=True),
+}
+
+
 # Inputs every request needs, by step tensor name -> client-facing name; the step that reads
 # one reports it missing by its client-facing name.
 REQUIRED_INPUTS = {"VIDEO": "video", "QUESTION": "text_input"}

@@ -107,6 +107,21 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def cmd_rss(args: argparse.Namespace) -> int:
+    """Serve a repository, answer one question, print each model process's resident memory."""
+    from lita_serve.process_memory import main as rss_main
+
+    return rss_main(args.repository, args.workdir, as_json=args.json)
+
+
+def _add_rss(sub) -> None:
+    p = sub.add_parser("rss", help=cmd_rss.__doc__)
+    p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
+    p.add_argument("--workdir", type=Path, default=Path("artifacts/rss"))
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_rss)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Score the demo model on a held-out synthetic set through the real server (mIoU, R@0.3/0.5/0.7)."""
     from lita_serve.evaluate.heldout import run_eval
@@ -223,7 +238,8 @@ def _add_check(sub) -> None:
     p.set_defaults(func=cmd_check_repository)
 
 
-COMMANDS = [_add_build, _add_serve, _add_demo, _add_eval, _add_train_demo, _add_convert, _add_load_test, _add_tokenizer, _add_check]
+COMMANDS = [_add_build, _add_serve, _add_demo, _add_eval, _add_train_demo, _add_convert, _add_load_test, _add_tokenizer, _add_check,
+            _add_rss]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lita_client.contract import SAMPLING_RANGES
 from lita_serve.errors import InvalidInputError, LimitExceededError
 
 
@@ -25,32 +26,24 @@ class SamplingParams:
         return bool(self.greedy) or self.temperature == 0
 
     def validate(self, max_new_tokens_limit: int) -> "SamplingParams":
-        """Raise InvalidInputError / LimitExceededError naming the first bad parameter; return self."""
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
-            raise InvalidInputError(f"max_tokens must be an integer, got {self.max_tokens!r}")
-        if self.max_tokens <= 0:
-            raise InvalidInputError(f"max_tokens must be > 0, got {self.max_tokens}")
+        """Raise InvalidInputError / LimitExceededError naming the first bad parameter; return self.
+
+        Value ranges come from the client-server contract (:data:`SAMPLING_RANGES`).
+        """
+        for name in ("max_tokens", "top_k", "seed"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+        for name, allowed in SAMPLING_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not allowed.contains(value):
+                raise InvalidInputError(f"{name} must be {allowed.describe()}, got {value!r}")
         if self.max_tokens > max_new_tokens_limit:
             raise LimitExceededError(f"max_tokens {self.max_tokens} exceeds the limit {max_new_tokens_limit}")
-        _check_real("temperature", self.temperature)
-        if self.temperature < 0:
-            raise InvalidInputError(f"temperature must be >= 0, got {self.temperature}")
-        _check_real("top_p", self.top_p)
-        if not 0.0 < self.top_p <= 1.0:
-            raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise InvalidInputError(f"top_k must be an integer >= 0, got {self.top_k!r}")
-        _check_real("repetition_penalty", self.repetition_penalty)
-        if self.repetition_penalty <= 0:
-            raise InvalidInputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or not 0 <= self.seed < 2**63):
-            raise InvalidInputError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if not isinstance(self.greedy, bool):
             raise InvalidInputError(f"greedy must be a boolean, got {self.greedy!r}")
         return self
-
-
-def _check_real(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
