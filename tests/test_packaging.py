@@ -118,5 +118,7 @@ def test_light_steps_never_load_torch_and_stay_small(triton_server, tiny_repo, s
     for model, limit in LIGHT_RSS_MB.items():
         for row in by_model[model]:
             assert not row.torch_loaded, f"{row.instance} loaded torch"
-            assert row.rss_mb <= limit, f"{row.instance} holds {row.rss_mb} MB, over the goal of {limit} MB"
+            # Its own memory: the shared-memory region Triton passes tensors through grows with the
+            # largest video this shared server has been sent by other tests.
+            assert row.own_mb <= limit, f"{row.instance} holds {row.own_mb} MB, over the goal of {limit} MB"
     assert all(row.torch_loaded for model in ("vision_encoder", "llm") for row in by_model[model])

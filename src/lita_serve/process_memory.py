@@ -1,7 +1,10 @@
 """Resident memory of a serving tritonserver's model processes: what each ensemble step costs.
 
 Every instance of a python-backend model is its own process (a backend stub), so its resident
-set size (``VmRSS`` in ``/proc/<pid>/status``) is what that step holds. The report also says
+set size (``VmRSS`` in ``/proc/<pid>/status``) is what that step holds; of it, ``RssShmem`` is
+the python backend's shared-memory region, through which Triton passes tensors in and out (it
+grows with the largest tensor a process has seen, and is shared with tritonserver), and the
+rest is the process's own (code, libraries, heap). The report also says
 whether torch is loaded into the process (``libtorch`` mapped), which the light steps
 (``preprocess``, ``postprocess``) must never do, and the size of the weights each heavy step
 serves, so what a process holds beyond its weights is visible. Linux only (``/proc``).
@@ -19,6 +22,13 @@ from lita_serve.launcher import stub_processes
 from lita_serve.layout import RepositoryLayout
 
 QUESTION = "When does the red circle appear?"
+# What each step's adapter imports (besides Triton's own module): importing alone costs this much.
+STEP_IMPORTS = {
+    "preprocess": "lita_serve.preprocess.request, lita_serve.feature_cache, lita_serve.triton_io",
+    "vision_encoder": "lita_serve.vision_encoder.cached, lita_serve.torch_engine, lita_serve.triton_io",
+    "llm": "lita_serve.llm.service, lita_serve.llm.trtllm_bls, lita_serve.torch_engine, lita_serve.triton_io",
+    "postprocess": "lita_serve.postprocess.render, lita_serve.tokenizer, lita_serve.triton_io",
+}
 # One line of Python run in a fresh interpreter of this environment: what importing costs.
 _IMPORT_PROBE = ("import sys, {module}; "
                  "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS:')][0])")
@@ -31,6 +41,7 @@ class ProcessMemory:
     instance: str  # Triton's instance name, e.g. "preprocess_0_1"
     pid: int
     rss_mb: float
+    shmem_mb: float  # the part of rss_mb in Triton's shared-memory region (tensors in flight)
     torch_loaded: bool
     weights_mb: float  # size of the weights file this step serves; 0 for steps without weights
 
@@ -38,13 +49,22 @@ class ProcessMemory:
     def model(self) -> str:
         return self.instance.rsplit("_", 2)[0]
 
+    @property
+    def own_mb(self) -> float:
+        """Resident memory outside Triton's shared-memory region."""
+        return round(self.rss_mb - self.shmem_mb, 1)
+
+
+def _status_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise ProcessLookupError(f"process {pid} has no {field} (a zombie?)")
+
 
 def rss_mb(pid: int) -> float:
     """Resident set size of process ``pid`` in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise ProcessLookupError(f"process {pid} has no VmRSS (a zombie?)")
+    return _status_mb(pid, "VmRSS")
 
 
 def maps_library(pid: int, name: str) -> bool:
@@ -65,7 +85,8 @@ def model_memory(server_pid: int, repository: str | Path) -> list[ProcessMemory]
     for stub in stub_processes(server_pid):
         model = stub.instance.rsplit("_", 2)[0]
         rows.append(ProcessMemory(stub.instance, stub.pid, round(rss_mb(stub.pid), 1),
-                                  maps_library(stub.pid, "libtorch"), round(_weights_mb(layout, model), 1)))
+                                  round(_status_mb(stub.pid, "RssShmem"), 1), maps_library(stub.pid, "libtorch"),
+                                  round(_weights_mb(layout, model), 1)))
     return rows
 
 
@@ -96,18 +117,22 @@ def measure(repository: str | Path, workdir: Path, printer=print) -> dict:
         printer(f"answered {answer.text!r}; reading /proc of tritonserver {server.process.pid}")
         rows = model_memory(server.process.pid, repository)
         server_mb = round(rss_mb(server.process.pid), 1)
-    baselines = {"python + numpy": import_cost_mb("numpy"), "python + torch": import_cost_mb("torch")}
-    return {"processes": [asdict(r) | {"model": r.model} for r in rows], "tritonserver_mb": server_mb,
+    baselines = {"python + numpy": import_cost_mb("numpy"), "python + torch": import_cost_mb("torch"),
+                 **{f"python + the {step} step's imports": import_cost_mb(modules)
+                    for step, modules in STEP_IMPORTS.items()}}
+    return {"processes": [asdict(r) | {"model": r.model, "own_mb": r.own_mb} for r in rows],
+            "tritonserver_mb": server_mb,
             "import_baselines_mb": baselines}
 
 
 def format_report(report: dict) -> str:
     """A table: one line per model instance, then tritonserver and the import baselines."""
-    lines = [f"{'instance':<20} {'pid':>7} {'RSS MB':>8} {'torch':>6} {'weights MB':>11} {'beyond weights MB':>18}"]
+    lines = [f"{'instance':<20} {'pid':>7} {'RSS MB':>8} {'shm MB':>7} {'own MB':>7} {'torch':>6} "
+             f"{'weights MB':>11} {'own - weights':>14}"]
     for row in report["processes"]:
-        beyond = row["rss_mb"] - row["weights_mb"]
-        lines.append(f"{row['instance']:<20} {row['pid']:>7} {row['rss_mb']:>8.1f} "
-                     f"{'yes' if row['torch_loaded'] else 'no':>6} {row['weights_mb']:>11.1f} {beyond:>18.1f}")
+        lines.append(f"{row['instance']:<20} {row['pid']:>7} {row['rss_mb']:>8.1f} {row['shmem_mb']:>7.1f} "
+                     f"{row['own_mb']:>7.1f} {'yes' if row['torch_loaded'] else 'no':>6} {row['weights_mb']:>11.1f} "
+                     f"{row['own_mb'] - row['weights_mb']:>14.1f}")
     lines.append(f"{'tritonserver':<20} {'':>7} {report['tritonserver_mb']:>8.1f}")
     for name, mb in report["import_baselines_mb"].items():
         lines.append(f"baseline: a fresh {name}: {mb:.1f} MB")
