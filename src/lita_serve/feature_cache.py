@@ -146,7 +146,11 @@ class FeatureCache:
 
     def get(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
         """(array, meta) and a hit, or None and a miss. A hit makes the entry most recent."""
-        found = self._load(key) if self.enabled else None
+        return self._counted(key, self._load(key) if self.enabled else None)
+
+    def _counted(self, key: str, found: tuple[np.ndarray, dict[str, Any]] | None
+                 ) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """Count a lookup's hit or miss; a hit makes ``key``'s entry the most recent."""
         if found is None:
             self.counters.misses += 1
             return None
@@ -201,15 +205,7 @@ class FeatureCache:
         pinned = self.path(key).with_name(pin)
         found = self._load(key, pinned)
         pinned.unlink(missing_ok=True)
-        if found is None:
-            self.counters.misses += 1
-            return None
-        self.counters.hits += 1
-        try:
-            os.utime(self.path(key))
-        except OSError:  # evicted meanwhile: the pinned data is still valid
-            pass
-        return found
+        return self._counted(key, found)
 
     # --- writing --------------------------------------------------------------------------
     def put(self, key: str, array: np.ndarray, meta: dict[str, Any] | None = None) -> bool:

@@ -26,6 +26,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from lita_serve.conversation import check_question  # noqa: E402
 from lita_serve.feature_cache import FeatureCache, config_fingerprint  # noqa: E402
+from lita_serve.preprocess.heap import limit_arenas, release_free_memory  # noqa: E402
 from lita_serve.preprocess.request import prepare_cached  # noqa: E402
 from lita_serve import triton_io  # noqa: E402
 from lita_serve.layout import RepositoryLayout  # noqa: E402
@@ -33,13 +34,16 @@ from lita_serve.layout import RepositoryLayout  # noqa: E402
 
 class TritonPythonModel:
     def initialize(self, args):
+        limit_arenas()  # before any decoding thread exists
         layout = RepositoryLayout.from_model_dir(args["model_repository"])
         self.cfg = layout.load_config()
         self.cache = FeatureCache.for_repository(layout.root, self.cfg)
         self.fingerprint = config_fingerprint(self.cfg, layout.encoder_weights)
 
     def execute(self, requests):
-        return [self._one(request) for request in requests]
+        responses = [self._one(request) for request in requests]
+        release_free_memory()  # the decoded frames are gone; keep the process small
+        return responses
 
     def _one(self, request):
         try:

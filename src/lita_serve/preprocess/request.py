@@ -89,6 +89,9 @@ def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprin
     key = feature_key(data, fingerprint)
     pinned = cache.pin(key)
     hash_ms = round((time.perf_counter() - start) * 1e3, 3)
+    if pinned is not None and "duration" not in pinned[1].meta:  # not stored by the encoder step
+        cache.take_pinned(pinned[0])
+        pinned = None
     if pinned is not None:
         pin, info = pinned
         measured = float(info.meta["duration"])
