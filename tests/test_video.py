@@ -14,6 +14,7 @@ from lita_serve.errors import InvalidInputError, LimitExceededError, VideoDecode
 from lita_serve.preprocess.video import sample_video, sample_video_for
 from lita_serve.preprocess.frame_decode import available_backends
 from lita_serve.preprocess.frame_sampling import center_crop_offsets, frame_indices, resize_dims
+from lita_serve.preprocess.timeline import Timeline
 from lita_serve.preprocess.video import check_timing
 from videos import make_audio_only, make_mp4, make_one_frame_video, make_still_png, truncate
 
@@ -80,7 +81,8 @@ def test_shapes_dtype_and_timestamps(media, backend):
     assert v.frames.flags.c_contiguous
     assert (v.num_source_frames, v.fps, v.width, v.height) == (36, 12.0, 96, 64)
     assert v.duration == pytest.approx(3.0, abs=1 / 12)  # encoded length within one frame
-    np.testing.assert_allclose(v.timestamps, frame_indices(36, 10) / 12.0)
+    np.testing.assert_array_equal(v.indices, frame_indices(36, 10))  # constant rate: LITA's index rule
+    np.testing.assert_allclose(v.timestamps, frame_indices(36, 10) / 12.0, atol=1e-6)  # decord: microseconds
     assert v.timestamps[0] == 0.0 and v.timestamps[-1] == pytest.approx(v.duration - 1 / v.fps)
     assert np.all(np.diff(v.timestamps) > 0)
 
@@ -218,12 +220,12 @@ def test_duration_and_frame_count_limits(media):
 
 
 def test_invalid_timing_is_a_decode_error():
-    with pytest.raises(VideoDecodeError, match="no video frames"):
-        check_timing("clip", 0, 25.0, None)
-    for fps in (0.0, -1.0, float("nan"), float("inf")):
+    for fps in (0.0, -1.0, float("nan"), float("inf")):  # no timestamps and no usable rate
         with pytest.raises(VideoDecodeError, match="frame rate"):
-            check_timing("clip", 10, fps, None)
-    assert check_timing("clip", 50, 25.0, 2.0) == 2.0
+            check_timing("clip", Timeline.constant_rate(10, fps), None)
+    assert check_timing("clip", Timeline.constant_rate(50, 25.0), 2.0) == 2.0
+    with pytest.raises(LimitExceededError, match="over the limit"):
+        check_timing("clip", Timeline.constant_rate(51, 25.0), 2.0)
 
 
 def test_zero_frame_video(tmp_path):

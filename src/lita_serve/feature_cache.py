@@ -54,6 +54,9 @@ from lita_serve.config import LitaConfig
 
 logger = logging.getLogger(__name__)
 
+# Request stats that describe the video itself (its timeline, lita_serve.preprocess.request):
+# stored in an entry's header, so an answer served from the cache reports them too.
+ENTRY_STATS = ("sample_times_s", "frame_spacing_s", "container_duration_s")
 SUFFIX = ".feat"
 PIN_SUFFIX = ".pin"
 PIN_MAX_AGE_S = 600.0  # a pin the encoder never took (request cancelled in between) is removed after this

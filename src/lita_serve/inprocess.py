@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.service import DecodeEvent, DecoderService
-from lita_serve.feature_cache import FeatureCache, config_fingerprint, default_cache_dir
+from lita_serve.feature_cache import ENTRY_STATS, FeatureCache, config_fingerprint, default_cache_dir
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
 from lita_serve.postprocess.render import Renderer
 from lita_serve.preprocess.request import prepare_cached
@@ -56,7 +56,8 @@ class LitaPipeline:
         """-> (embeddings [N_vis, H] numpy, duration, stats)."""
         prepared = prepare_cached(video, self.cfg, self.cached_encoder.cache, self.fingerprint, duration,
                                   normalize=False)  # uint8 pixels, normalised by the encoder, as served
-        job = EncodeJob(prepared.frames, prepared.key, prepared.source_duration, prepared.pin)
+        job = EncodeJob(prepared.frames, prepared.key, prepared.source_duration, prepared.pin,
+                        {k: v for k, v in prepared.stats.items() if k in ENTRY_STATS})
         result = self.cached_encoder.run([job])[0]
         if result.error is not None:
             raise result.error

@@ -1,14 +1,18 @@
-"""Decode chosen frames of a video, already resized so the shortest side is the model's size.
+"""Decode chosen frames of a video as a player shows them, resized so the shortest side is the
+model's size.
 
-Two backends return the same thing, uint8 ``[F, H', W', 3]`` RGB frames plus the stream's
-frame count and frame rate:
+Two backends return the same thing: uint8 ``[F, H', W', 3]`` RGB frames, oriented by the
+stream's display matrix and shaped by its sample aspect ratio
+(:mod:`lita_serve.preprocess.display`), and the stream's presentation :class:`Timeline`, from
+which the caller's plan picks the frames by time (:mod:`lita_serve.preprocess.timeline`):
 
 * PyAV (preferred): one demux pass, then only the packets the wanted frames depend on are
   decoded (GOPs without a wanted frame and unwanted non-reference H.264 frames are skipped,
   :mod:`lita_serve.preprocess.packets`), and only the wanted frames are converted and shrunk
   (bicubic) — exact frames, about half the decoding work on typical H.264;
 * decord: seeks to the wanted frames and lets ffmpeg's scaler (bicubic) shrink them while
-  decoding, but converts every decoded frame.
+  decoding, but converts every decoded frame. It knows nothing of display matrices, so
+  files a player would rotate, flip or stretch go to PyAV instead.
 
 Every decoder failure becomes a :class:`VideoDecodeError`; nothing from decord escapes raw.
 """
@@ -17,14 +21,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable
 
 import numpy as np
 
 from lita_serve.errors import VideoDecodeError
+from lita_serve.preprocess.display import Display, frame_display
 from lita_serve.preprocess.packets import PacketLayout
 from lita_serve.preprocess.probe import count_video_packets
 from lita_serve.preprocess.source import VideoSource
+from lita_serve.preprocess.timeline import Timeline
 
 try:  # decord is optional: the PyAV path below works without it
     import decord as _decord
@@ -34,12 +41,13 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 @dataclass(frozen=True)
 class DecodedFrames:
-    frames: np.ndarray  # uint8 [F, H', W', 3]
-    num_source_frames: int
-    fps: float
+    frames: np.ndarray  # uint8 [F, H', W', 3], as shown, shortest side = the model's image size
+    indices: np.ndarray  # int64 [F], display indices of the frames (what the plan chose)
+    timeline: Timeline  # every frame of the stream
+    fps: float  # the stream's average frame rate (0.0 when it does not say)
 
 
-PlanFn = Callable[[int, float], np.ndarray]  # (num_source_frames, fps) -> indices to decode; may raise
+PlanFn = Callable[[Timeline], np.ndarray]  # the stream's timeline -> display indices to decode; may raise
 
 
 def available_backends() -> tuple[str, ...]:
@@ -59,19 +67,32 @@ def _open_failure(src: VideoSource, exc: BaseException) -> VideoDecodeError:
     return VideoDecodeError(f"{src.label} could not be decoded (corrupt or truncated?): {_short_reason(exc)}")
 
 
-def decode_decord(src: VideoSource, plan: PlanFn, width: int, height: int,
-                  num_threads: int = 0) -> DecodedFrames:
-    """Decode the ``plan(n, fps)`` frames at ``width x height`` with decord."""
+def decode_decord(src: VideoSource, plan: PlanFn, image_size: int, num_threads: int = 0) -> DecodedFrames:
+    """Decode the frames ``plan(timeline)`` picks with decord.
+
+    decord ignores display matrices and pixel shapes: a file a player would rotate, flip or
+    stretch is decoded with :func:`decode_pyav` instead.
+    """
     if _decord is None:
         raise VideoDecodeError("decord is not installed; use the 'pyav' backend")
+    display, (stored_w, stored_h) = probe_display(src)
+    if not display.is_identity:
+        return decode_pyav(src, plan, image_size, num_threads)
+    width, height = display.stored_target(stored_w, stored_h, image_size)
     try:
         reader = _decord.VideoReader(src.open_stream(), ctx=_decord.cpu(0), width=width, height=height,
                                      num_threads=num_threads)
         num = len(reader)
+        if num == 0:
+            raise VideoDecodeError(f"{src.label} holds no video frames")
         fps = float(reader.get_avg_fps())
+        times = np.asarray(reader.get_frame_timestamp(range(num)), np.float64)  # [n, 2] start, end seconds
+    except VideoDecodeError:
+        raise
     except Exception as exc:  # DECORDError, RuntimeError, AssertionError (zero frames)
         raise _open_failure(src, exc) from None
-    indices = plan(num, fps)
+    timeline = _decord_timeline(times, fps)
+    indices = plan(timeline)
     try:
         batch = reader.get_batch(indices)  # [F, H', W', 3] uint8
     except Exception as exc:
@@ -79,15 +100,52 @@ def decode_decord(src: VideoSource, plan: PlanFn, width: int, height: int,
             f"{src.label} is truncated or corrupt: frames could not be decoded ({_short_reason(exc)})"
         ) from None
     frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)  # any decord bridge
-    return DecodedFrames(frames=frames, num_source_frames=num, fps=fps)
+    return DecodedFrames(frames=frames, indices=indices, timeline=timeline, fps=fps)
 
 
-def decode_pyav(src: VideoSource, plan: PlanFn, width: int, height: int,
-                num_threads: int = 0) -> DecodedFrames:
-    """Decode the ``plan(n, fps)`` frames at ``width x height`` with PyAV, skipping what is not needed.
+_MICROSECOND = Fraction(1, 1_000_000)
 
-    One demux pass lists the packets; then only packets that the wanted frames depend on go to
-    the decoder (:func:`lita_serve.preprocess.packets.needed_packets`): GOPs without a wanted
+
+def _decord_timeline(times: np.ndarray, fps: float) -> Timeline:
+    """decord's per-frame (start, end) seconds as a timeline in microseconds (else constant rate)."""
+    starts = np.round(times[:, 0] * 1e6).astype(np.int64) if times.size else np.zeros(0, np.int64)
+    if starts.size and len(np.unique(starts)) == starts.size and np.all(np.diff(starts) > 0):
+        last = int(round((times[-1, 1] - times[-1, 0]) * 1e6))
+        return Timeline.from_timestamps(starts.tolist(), _MICROSECOND, last, _spacing(fps, _MICROSECOND))
+    return Timeline.constant_rate(len(times), fps)
+
+
+def _spacing(fps: float, time_base: Fraction) -> int | None:
+    """One frame interval at ``fps`` in ``time_base`` units (None when the rate is unknown)."""
+    return max(1, round(1 / (fps * time_base))) if fps > 0 and time_base > 0 else None
+
+
+def probe_display(src: VideoSource) -> tuple[Display, tuple[int, int]]:
+    """How ``src``'s frames are shown (read from its first decoded frame) and their stored size."""
+    import av  # noqa: PLC0415
+
+    try:
+        with av.open(src.open_stream(), mode="r") as container:
+            stream = container.streams.video[0]
+            codec = stream.codec_context
+            if codec is None:
+                raise VideoDecodeError(f"{src.label} uses a video codec this server cannot decode")
+            size = (int(codec.width or 0), int(codec.height or 0))
+            for frame in container.decode(stream):
+                return frame_display(frame, codec.sample_aspect_ratio), size
+    except VideoDecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the decoder reports it properly
+        raise _open_failure(src, exc) from None
+    raise VideoDecodeError(f"{src.label} holds no video frames")
+
+
+def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: int = 0) -> DecodedFrames:
+    """Decode the frames ``plan(timeline)`` picks with PyAV, skipping what is not needed.
+
+    One demux pass lists the packets and their presentation timestamps; then only packets that
+    the wanted frames depend on go to the decoder
+    (:func:`lita_serve.preprocess.packets.PacketLayout.needed_packets`): GOPs without a wanted
     frame are skipped and so are non-reference H.264 frames that are not wanted. The result is
     exactly the frames a full sequential decode gives. Only the wanted frames are converted.
     """
@@ -99,59 +157,88 @@ def decode_pyav(src: VideoSource, plan: PlanFn, width: int, height: int,
         raise _open_failure(src, exc) from None
     with container:
         stream = container.streams.video[0]
+        codec = stream.codec_context
+        if codec is None:
+            raise VideoDecodeError(f"{src.label} uses a video codec this server cannot decode")
         stream.thread_type = "AUTO"
         if num_threads:
-            stream.codec_context.thread_count = num_threads
+            codec.thread_count = num_threads
         try:
             packets = [p for p in container.demux(stream) if p.size]
         except Exception as exc:  # noqa: BLE001
             raise VideoDecodeError(f"{src.label} is truncated or corrupt: {exc}") from None
+        if not packets:
+            raise VideoDecodeError(f"{src.label} holds no video frames")
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
-        indices = plan(len(packets), fps)
-        layout = PacketLayout.of(packets, stream.codec_context.name, stream.codec_context.extradata)
-        frames = np.empty((len(indices), height, width, 3), np.uint8)
-        filled = _decode_selected(stream.codec_context, packets, layout, indices, frames, width, height, src)
-    if filled < len(indices):
+        layout = PacketLayout.of(packets, codec.name, codec.extradata)
+        timeline = _packet_timeline(packets, layout, stream.time_base, fps)
+        indices = plan(timeline)
+        out = _Frames(len(indices), image_size, codec.sample_aspect_ratio)
+        _decode_selected(codec, packets, layout, indices, out, src)
+    if out.filled < len(indices):
         raise VideoDecodeError(
             f"{src.label} is truncated or corrupt: decoded fewer frames than its {len(packets)} packets"
         )
-    return DecodedFrames(frames=frames, num_source_frames=len(packets), fps=fps)
+    return DecodedFrames(frames=out.frames, indices=indices, timeline=timeline, fps=fps)
 
 
-def _decode_selected(codec, packets, layout: "PacketLayout", indices: np.ndarray, out: np.ndarray,
-                     width: int, height: int, src: VideoSource) -> int:
-    """Feed the needed packets to ``codec``; write the wanted frames into ``out``; -> slots filled."""
+def _packet_timeline(packets, layout: PacketLayout, time_base: Fraction | None, fps: float) -> Timeline:
+    """The presentation timeline from the packets' timestamps (constant rate when they are unusable)."""
+    if not layout.timestamps_usable or not time_base:
+        return Timeline.constant_rate(len(packets), fps)
+    last = max(packets, key=lambda p: p.pts)
+    return Timeline.from_timestamps([p.pts for p in packets], Fraction(time_base), last.duration or None,
+                                    _spacing(fps, Fraction(time_base)))
+
+
+class _Frames:
+    """The output frames, sized once the first decoded frame says how it is shown."""
+
+    def __init__(self, count: int, image_size: int, sample_aspect: Fraction | None) -> None:
+        self.count, self.image_size, self.sample_aspect = count, image_size, sample_aspect
+        self.frames: np.ndarray = np.empty((count, image_size, image_size, 3), np.uint8)
+        self.display: Display | None = None
+        self.target = (image_size, image_size)
+        self.filled = 0
+
+    def put(self, frame, slots: list[int]) -> None:
+        if self.display is None:  # every frame of a stream is shown the same way
+            self.display = frame_display(frame, self.sample_aspect)
+            self.target = self.display.stored_target(frame.width, frame.height, self.image_size)
+            shown_h, shown_w = (self.target[0], self.target[1]) if self.display.transpose else self.target[::-1]
+            self.frames = np.empty((self.count, shown_h, shown_w, 3), np.uint8)
+        width, height = self.target
+        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        shown = self.display.orient(rgb)  # [H', W', 3] as a player shows it
+        for slot in slots:
+            self.frames[slot] = shown
+        self.filled += len(slots)
+
+
+def _decode_selected(codec, packets, layout: PacketLayout, indices: np.ndarray, out: _Frames,
+                     src: VideoSource) -> None:
+    """Feed the needed packets to ``codec``; put the wanted frames into ``out``."""
     slots: dict[int, list[int]] = {}
     for slot, idx in enumerate(indices.tolist()):
         slots.setdefault(idx, []).append(slot)
-    filled = 0
+
+    def store(frame) -> None:
+        wanted = slots.pop(layout.display_index(frame.pts), None)
+        if wanted:
+            out.put(frame, wanted)
 
     try:
         for pos in layout.needed_packets(set(slots)):
             for frame in codec.decode(packets[pos]):
-                filled += _store(frame, layout, slots, out, width, height)
+                store(frame)
             if not slots:
                 break
         if slots:
             for frame in codec.decode(None):
-                filled += _store(frame, layout, slots, out, width, height)
+                store(frame)
     except Exception as exc:  # av.FFmpegError and friends
         raise VideoDecodeError(f"{src.label} is truncated or corrupt: {exc}") from None
-    return filled
-
-
-def _store(frame, layout: "PacketLayout", slots: dict[int, list[int]], out: np.ndarray, width: int,
-           height: int) -> int:
-    """Convert ``frame`` into its output slots if it is wanted; -> slots filled."""
-    index = layout.display_index(frame.pts)
-    wanted = slots.pop(index, None)
-    if not wanted:
-        return 0
-    rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
-    for slot in wanted:
-        out[slot] = rgb
-    return len(wanted)
 
 
 BACKENDS: dict[str, Callable[..., DecodedFrames]] = {"decord": decode_decord, "pyav": decode_pyav}

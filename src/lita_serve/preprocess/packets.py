@@ -53,6 +53,7 @@ class PacketLayout:
     clean_key: list[bool]  # True where a clean GOP starts
     reference: list[bool]  # False for frames nothing refers to
     pts_to_index: dict[int, int]
+    timestamps_usable: bool = True  # False: missing or repeated pts, decode order is display order
 
     @classmethod
     def of(cls, packets: Sequence, codec_name: str, extradata: bytes | None) -> "PacketLayout":
@@ -69,7 +70,7 @@ class PacketLayout:
         size = avcc_length_size(codec_name, extradata) if usable else None
         reference = [is_reference(bytes(p), size) for p in packets]
         keys = [bool(p.is_keyframe) and usable for p in packets]
-        return cls(display, _clean_keys(keys, pts), reference, {t: display[i] for i, t in enumerate(pts)})
+        return cls(display, _clean_keys(keys, pts), reference, {t: display[i] for i, t in enumerate(pts)}, usable)
 
     def display_index(self, pts: int | None) -> int:
         return self.pts_to_index.get(pts, -1) if pts is not None else -1

@@ -76,6 +76,10 @@ def probe_video(src: VideoSource) -> VideoInfo:
                 f"{src.label} is a still image ({fmt}), not a video; send a video file instead"
             )
         stream = container.streams.video[0]
+        codec = stream.codec_context
+        if codec is None:  # an unknown or damaged codec id: PyAV has no decoder to ask
+            raise VideoDecodeError(f"{src.label} has a video stream in a codec this server cannot decode "
+                                   f"(format {fmt})")
         rate = stream.average_rate or stream.guessed_rate
         duration = None
         if stream.duration is not None and stream.time_base is not None:
@@ -86,9 +90,9 @@ def probe_video(src: VideoSource) -> VideoInfo:
             duration = None
         return VideoInfo(
             format_name=fmt,
-            codec_name=stream.codec_context.name if stream.codec_context else "",
-            width=int(stream.width or 0),
-            height=int(stream.height or 0),
+            codec_name=codec.name,
+            width=int(codec.width or 0),
+            height=int(codec.height or 0),
             fps=float(rate) if rate else 0.0,
             num_frames=int(stream.frames or 0),
             duration_s=duration,

@@ -11,14 +11,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from lita_serve.config import LitaConfig
-from lita_serve.feature_cache import FeatureCache, feature_key
+from lita_serve.feature_cache import ENTRY_STATS, FeatureCache, feature_key
 from lita_serve.errors import InvalidInputError, LimitExceededError
 from lita_serve.preprocess.source import load_source
-from lita_serve.preprocess.video import sample_video_for
+from lita_serve.preprocess.video import SampledVideo, sample_video_for
 
 
 @dataclass
@@ -26,7 +27,7 @@ class PreparedVideo:
     frames: np.ndarray  # float32 [F, 3, S, S] CLIP-normalised, or uint8 pixels with normalize=False
     duration: float  # seconds used to turn time tokens into seconds
     source_duration: float  # seconds measured from the video itself
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
     key: str = ""  # feature-cache key ("" when the cache is off)
     pin: str = ""  # on a cache hit: the pinned entry the encoder step reads (FeatureCache.pin)
 
@@ -53,7 +54,8 @@ def prepare_video(data: bytes, cfg: LitaConfig, duration: float | None = None, n
     """Decode and sample ``data``; the declared ``duration`` (if any) overrides the measured one.
 
     ``normalize=False`` returns the cropped uint8 pixels ``[F, 3, S, S]`` for an encoder that
-    normalises itself (:class:`~lita_serve.vision_encoder.cached.CachedEncoder`).
+    normalises itself (:class:`~lita_serve.vision_encoder.cached.CachedEncoder`). The stats
+    carry the timeline (:func:`timeline_stats`).
     """
     declared = check_declared_duration(duration, cfg)
     start = time.perf_counter()
@@ -63,8 +65,23 @@ def prepare_video(data: bytes, cfg: LitaConfig, duration: float | None = None, n
         frames=video.frames,
         duration=declared if declared is not None else float(video.duration),
         source_duration=float(video.duration),
-        stats={"decode_ms": round(decode_ms, 3)},
+        stats={"decode_ms": round(decode_ms, 3), **timeline_stats(video)},
     )
+
+
+def timeline_stats(video: SampledVideo) -> dict[str, Any]:
+    """What a client needs to check the times: each sample's time (seconds from the first frame),
+    the shortest and longest gap between the video's frames (equal for a constant rate), and the
+    container's own duration when it disagrees with the timeline (by more than 2 % and 0.5 s)."""
+    shortest, longest = video.timeline.spacing()
+    stats: dict[str, Any] = {
+        "sample_times_s": [round(float(t), 3) for t in video.timestamps],
+        "frame_spacing_s": [round(shortest, 4), round(longest, 4)],
+    }
+    declared = video.container_duration
+    if declared is not None and abs(declared - video.duration) > max(0.5, 0.02 * video.duration):
+        stats["container_duration_s"] = round(declared, 3)
+    return stats
 
 
 def empty_frames(cfg: LitaConfig, dtype: type = np.uint8) -> np.ndarray:
@@ -95,9 +112,10 @@ def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprin
     if pinned is not None:
         pin, info = pinned
         measured = float(info.meta["duration"])
+        stats = {"hash_ms": hash_ms, **{k: info.meta[k] for k in ENTRY_STATS if k in info.meta}}
         return PreparedVideo(frames=empty_frames(cfg, np.float32 if normalize else np.uint8),
                              duration=declared if declared is not None else measured,
-                             source_duration=measured, stats={"hash_ms": hash_ms}, key=key, pin=pin)
+                             source_duration=measured, stats=stats, key=key, pin=pin)
     video = prepare_video(data, cfg, declared, num_threads, normalize)
     video.key = key
     video.stats["hash_ms"] = hash_ms

@@ -1,17 +1,18 @@
 """Video -> the ``F`` CLIP-normalised frames LITA's vision tower consumes.
 
 ``sample_video`` validates the input (bytes limit, container, video stream, duration limit),
-picks ``F`` frame indices uniformly over the whole clip the way NVlabs/LITA does
-(``np.round(np.linspace(0, n - 1, F))``, ``lita/utils.py::load_video``), decodes only those
-frames, already shrunk so the shortest side is the model's image size, then center-crops and
-normalises them.
+picks ``F`` frames at evenly spaced *times* of the presentation timeline
+(:mod:`lita_serve.preprocess.timeline`; on constant-frame-rate video exactly NVlabs/LITA's
+``np.round(np.linspace(0, n - 1, F))``, ``lita/utils.py::load_video``), decodes only those
+frames as a player shows them (display matrix, pixel aspect), already shrunk so the shortest
+side is the model's image size, then center-crops and normalises them.
 
 Conventions:
 
-* the clip length is ``num_source_frames / fps`` (LITA's ``vid_len``), and frame ``i`` is at
-  ``i / fps`` seconds;
+* the clip length is the timeline's: from the first frame's timestamp to the end of the last
+  frame (LITA's ``vid_len`` on constant-rate video), and times are seconds from the first frame;
 * a clip with fewer than ``F`` frames repeats frames; a one-frame video is valid (all ``F``
-  samples are that frame, duration ``1 / fps``);
+  samples are that frame, duration one frame interval);
 * a still image (PNG, JPEG, ... as a picture file) is rejected: it has no time axis to ask
   about, and its "frame rate" would be made up.
 """
@@ -27,9 +28,10 @@ import numpy as np
 from lita_serve.config import LitaConfig
 from lita_serve.errors import InvalidInputError, LimitExceededError, VideoDecodeError
 from lita_serve.preprocess.frame_decode import BACKENDS, available_backends
+from lita_serve.preprocess.frame_sampling import crop_and_normalize, crop_chw
 from lita_serve.preprocess.probe import probe_video
-from lita_serve.preprocess.frame_sampling import crop_and_normalize, crop_chw, frame_indices, resize_dims
 from lita_serve.preprocess.source import VideoInput, VideoSource, load_source
+from lita_serve.preprocess.timeline import Timeline
 
 
 @dataclass
@@ -37,16 +39,22 @@ class SampledVideo:
     """The model-ready frames of one video and where they sit in time."""
 
     frames: np.ndarray  # float32 [F, 3, S, S], CLIP-normalised (uint8 cropped pixels with normalize=False)
-    duration: float  # seconds: num_source_frames / fps
-    timestamps: np.ndarray  # float64 [F], seconds of each sampled frame
-    fps: float
-    num_source_frames: int
+    duration: float  # seconds: the presentation timeline's length
+    timestamps: np.ndarray  # float64 [F], seconds of each sampled frame from the first frame
+    indices: np.ndarray  # int64 [F], display indices of the sampled frames
+    timeline: Timeline
+    fps: float  # the stream's average rate as the container says (0.0: unknown)
     width: int  # stored size of the source video
     height: int
+    container_duration: float | None = None  # what the container header says, None when it does not
 
     @property
     def num_frames(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def num_source_frames(self) -> int:
+        return self.timeline.num_frames
 
 
 def _check_request(num_frames: int, image_size: int, max_frames: int | None) -> None:
@@ -58,20 +66,17 @@ def _check_request(num_frames: int, image_size: int, max_frames: int | None) -> 
         raise InvalidInputError(f"image_size must be >= 1, got {image_size}")
 
 
-def check_timing(label: str, num_source_frames: int, fps: float, max_duration_s: float | None) -> float:
-    """Return the clip length ``num_source_frames / fps`` after checking it is usable.
+def check_timing(label: str, timeline: Timeline, max_duration_s: float | None) -> float:
+    """Return the timeline's duration after checking it is usable.
 
-    Raises :class:`VideoDecodeError` for no frames or a missing/invalid frame rate (the
-    duration would be <= 0 or not finite) and :class:`LimitExceededError` above
-    ``max_duration_s``.
+    Raises :class:`VideoDecodeError` for no frames or a duration that is <= 0 or not finite
+    (no timestamps and no frame rate), and :class:`LimitExceededError` above ``max_duration_s``.
     """
-    if num_source_frames <= 0:
+    if timeline.num_frames <= 0:
         raise VideoDecodeError(f"{label} holds no video frames")
-    if not math.isfinite(fps) or fps <= 0:
-        raise VideoDecodeError(f"{label} has no valid frame rate (fps={fps}), so its duration is unknown")
-    duration = num_source_frames / fps
+    duration = timeline.duration
     if not math.isfinite(duration) or duration <= 0:
-        raise VideoDecodeError(f"{label} has an invalid duration ({duration} s)")
+        raise VideoDecodeError(f"{label} has no usable timestamps or frame rate, so its duration is unknown")
     if max_duration_s is not None and duration > max_duration_s:
         raise LimitExceededError(
             f"{label} is {duration:.1f} s long, over the limit of {max_duration_s:g} s"
@@ -121,28 +126,27 @@ def sample_video(
         )
     if info.width <= 0 or info.height <= 0:
         raise VideoDecodeError(f"{src.label} has no frame size in its video stream ({info.codec_name})")
-    width, height = resize_dims(info.width, info.height, image_size)
 
-    def plan(n: int, fps: float) -> np.ndarray:
-        # Runs once the decoder knows the frame count and rate, before any frame is decoded.
-        check_timing(src.label, n, fps, max_duration_s)
-        return frame_indices(n, num_frames)
+    def plan(timeline: Timeline) -> np.ndarray:
+        # Runs once the decoder knows every frame's timestamp, before any frame is decoded.
+        check_timing(src.label, timeline, max_duration_s)
+        return timeline.sample(num_frames)
 
-    decoded = BACKENDS[_pick_backend(backend)](src, plan, width, height, num_threads)
-    duration = decoded.num_source_frames / decoded.fps
-    indices = frame_indices(decoded.num_source_frames, num_frames)
+    decoded = BACKENDS[_pick_backend(backend)](src, plan, image_size, num_threads)
     if normalize:
         frames = crop_and_normalize(decoded.frames, image_size, mean, std)  # float32 [F, 3, S, S]
     else:
         frames = crop_chw(decoded.frames, image_size)  # uint8 [F, 3, S, S], normalised by the encoder
     return SampledVideo(
         frames=frames,
-        duration=duration,
-        timestamps=indices / decoded.fps,
+        duration=decoded.timeline.duration,
+        timestamps=decoded.timeline.seconds(decoded.indices),
+        indices=decoded.indices,
+        timeline=decoded.timeline,
         fps=decoded.fps,
-        num_source_frames=decoded.num_source_frames,
         width=info.width,
         height=info.height,
+        container_duration=info.duration_s,
     )
 
 

@@ -29,6 +29,7 @@ class EncodeJob:
     key: str = ""  # feature-cache key; "" when the cache is off
     source_duration: float = 0.0  # the video's measured duration, stored with the features
     pin: str = ""  # on a cache hit: the entry the preprocess step pinned for this request
+    meta: dict[str, Any] = field(default_factory=dict)  # stored with the features (feature_cache.ENTRY_STATS)
 
 
 @dataclass
@@ -94,4 +95,4 @@ class CachedEncoder:
             result.embeddings = emb
             result.stats.update({"encode_ms": encode_ms, "encode_batch": len(jobs)})
             if job.key:
-                self.cache.put(job.key, emb, {"duration": float(job.source_duration)})
+                self.cache.put(job.key, emb, {**job.meta, "duration": float(job.source_duration)})
