@@ -13,7 +13,7 @@ PERF_VENV ?= .venv-perf
 PERF_STAMP := $(PERF_VENV)/.installed
 export LITA_PERF_ANALYZER := $(abspath $(PERF_VENV))/bin/perf_analyzer
 
-.PHONY: setup perf-tools load-deps test demo serve eval bench load soak rss clean
+.PHONY: setup perf-tools load-deps media-deps test demo serve eval bench load soak rss clean
 
 # The server package (runtime core + build step) and the client distribution it takes its
 # contract from, both editable.
@@ -38,7 +38,12 @@ load-deps:
 	@ldconfig -p | grep -q libb64.so.0d || apt-get install -y -q libb64-0d >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null && apt-get install -y -q libb64-0d >/dev/null)
 
-test: setup perf-tools
+# The media-matrix tests encode their videos with the ffmpeg command line (Debian's ffmpeg).
+media-deps:
+	@command -v ffmpeg >/dev/null || apt-get install -y -q ffmpeg >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q ffmpeg >/dev/null)
+
+test: setup perf-tools media-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: setup

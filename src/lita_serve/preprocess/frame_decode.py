@@ -70,8 +70,9 @@ def _open_failure(src: VideoSource, exc: BaseException) -> VideoDecodeError:
 def decode_decord(src: VideoSource, plan: PlanFn, image_size: int, num_threads: int = 0) -> DecodedFrames:
     """Decode the frames ``plan(timeline)`` picks with decord.
 
-    decord ignores display matrices and pixel shapes: a file a player would rotate, flip or
-    stretch is decoded with :func:`decode_pyav` instead.
+    decord ignores display matrices and pixel shapes, and its ffmpeg lacks some codecs (VP9 in
+    WebM, AV1 here): such files are decoded with :func:`decode_pyav` instead, which also names
+    the problem when a file is really broken.
     """
     if _decord is None:
         raise VideoDecodeError("decord is not installed; use the 'pyav' backend")
@@ -83,22 +84,18 @@ def decode_decord(src: VideoSource, plan: PlanFn, image_size: int, num_threads: 
         reader = _decord.VideoReader(src.open_stream(), ctx=_decord.cpu(0), width=width, height=height,
                                      num_threads=num_threads)
         num = len(reader)
-        if num == 0:
-            raise VideoDecodeError(f"{src.label} holds no video frames")
         fps = float(reader.get_avg_fps())
         times = np.asarray(reader.get_frame_timestamp(range(num)), np.float64)  # [n, 2] start, end seconds
-    except VideoDecodeError:
-        raise
-    except Exception as exc:  # DECORDError, RuntimeError, AssertionError (zero frames)
-        raise _open_failure(src, exc) from None
+    except Exception:  # noqa: BLE001 - DECORDError, RuntimeError, AssertionError (zero frames)
+        return decode_pyav(src, plan, image_size, num_threads)
+    if num == 0:
+        return decode_pyav(src, plan, image_size, num_threads)
     timeline = _decord_timeline(times, fps)
     indices = plan(timeline)
     try:
         batch = reader.get_batch(indices)  # [F, H', W', 3] uint8
-    except Exception as exc:
-        raise VideoDecodeError(
-            f"{src.label} is truncated or corrupt: frames could not be decoded ({_short_reason(exc)})"
-        ) from None
+    except Exception:  # noqa: BLE001 - decord could not decode them; PyAV decodes or names the problem
+        return decode_pyav(src, plan, image_size, num_threads)
     frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)  # any decord bridge
     return DecodedFrames(frames=frames, indices=indices, timeline=timeline, fps=fps)
 
@@ -108,8 +105,10 @@ _MICROSECOND = Fraction(1, 1_000_000)
 
 def _decord_timeline(times: np.ndarray, fps: float) -> Timeline:
     """decord's per-frame (start, end) seconds as a timeline in microseconds (else constant rate)."""
-    starts = np.round(times[:, 0] * 1e6).astype(np.int64) if times.size else np.zeros(0, np.int64)
-    if starts.size and len(np.unique(starts)) == starts.size and np.all(np.diff(starts) > 0):
+    if not times.size or not np.all(np.isfinite(times)) or np.abs(times).max() > 1e9:  # no usable timestamps
+        return Timeline.constant_rate(len(times), fps)
+    starts = np.round(times[:, 0] * 1e6).astype(np.int64)
+    if np.all(np.diff(starts) > 0):
         last = int(round((times[-1, 1] - times[-1, 0]) * 1e6))
         return Timeline.from_timestamps(starts.tolist(), _MICROSECOND, last, _spacing(fps, _MICROSECOND))
     return Timeline.constant_rate(len(times), fps)
