@@ -32,6 +32,7 @@ class MediaSpec:
     duration_s: float = DURATION_S
     fps: int = FPS
     rotate: int = 0  # display-matrix rotation written with a remux (degrees, as ffmpeg's tag)
+    display_matrix: tuple[int, ...] = ()  # any other display matrix (flips), written with a PyAV remux
     twin: str = "h264"  # the plain H.264 file of the same shown size
     start_s: float = 0.0  # first timestamp the container holds
     notes: str = ""
@@ -42,13 +43,14 @@ class MediaSpec:
         return EVENT_S[0] * scale, EVENT_S[1] * scale
 
 
+_ONE = 1 << 16  # 1.0 in a display matrix's 16.16 fixed point
 X264 = ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-bf", "2", "-g", "60")
 
 MATRIX: tuple[MediaSpec, ...] = (
     MediaSpec("h264", ".mp4", X264, notes="the twin: H.264 8-bit 4:2:0, B-frames"),
     MediaSpec("h264_10bit", ".mp4", ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p10le")),
     MediaSpec("h264_444_odd", ".mkv", ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv444p",
-                                       "-vf", "scale=191:107"), size=(191, 107), twin="",
+                                       "-vf", "scale=191:107"), size=(191, 107),
               notes="odd size, 4:4:4, Matroska (millisecond timestamps)"),
     MediaSpec("hevc", ".mp4", ("-c:v", "libx265", "-preset", "ultrafast", "-tag:v", "hvc1",
                                "-x265-params", "log-level=error")),
@@ -73,10 +75,14 @@ MATRIX: tuple[MediaSpec, ...] = (
               notes="portrait phone video: stored landscape, display matrix turns it"),
     MediaSpec("rot180", ".mp4", ("-vf", "transpose=1,transpose=1", *X264), rotate=180),
     MediaSpec("rot270", ".mp4", ("-vf", "transpose=2", *X264), size=(108, 192), rotate=270, twin="portrait"),
-    MediaSpec("portrait", ".mp4", X264, size=(108, 192), twin="", notes="the portrait twin, stored upright"),
+    MediaSpec("hflip", ".mp4", X264, display_matrix=(-_ONE, 0, 0, 0, _ONE, 0, 0, 0, 1 << 30),
+              notes="mirrored by its display matrix (a front camera's selfie view)"),
+    MediaSpec("transposed", ".mp4", X264, size=(108, 192), display_matrix=(0, _ONE, 0, _ONE, 0, 0, 0, 0, 1 << 30),
+              notes="a quarter turn plus a flip"),
+    MediaSpec("portrait", ".mp4", X264, size=(108, 192), notes="the portrait twin, stored upright"),
     MediaSpec("hd1080", ".mp4", ("-vf", "scale=1920:1080:flags=bicubic", "-c:v", "libx264", "-preset", "ultrafast",
                                  "-pix_fmt", "yuv420p"), notes="1080p, rendered small and scaled up"),
-    MediaSpec("tiny32", ".mp4", ("-vf", "scale=32:32", *X264), size=(32, 32), twin=""),
+    MediaSpec("tiny32", ".mp4", ("-vf", "scale=32:32", *X264), size=(32, 32)),
     MediaSpec("long_lowfps", ".mp4", (*X264[:-2], "-g", "30"), duration_s=3600.0, fps=1, twin="",
               notes="one hour at one frame per second"),
 )
@@ -106,6 +112,8 @@ def _source_size(spec: MediaSpec) -> tuple[int, int]:
         return spec.size
     if spec.rotate in (90, 270):
         return spec.size  # rendered as shown (portrait); transpose stores it landscape
+    if spec.display_matrix:
+        return (192, 108)  # stored as rendered; the matrix mirrors or turns it
     return (192, 108)
 
 
@@ -116,7 +124,7 @@ def make(spec: MediaSpec, folder: Path) -> Path:
         raise RuntimeError("the media matrix needs the ffmpeg command line (`make media-deps` installs it)")
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{spec.name}{spec.suffix}"
-    encoded = out if not spec.rotate else folder / f"{spec.name}.upright{spec.suffix}"
+    encoded = out if not (spec.rotate or spec.display_matrix) else folder / f"{spec.name}.stored{spec.suffix}"
     width, height = _source_size(spec)
     cmd = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{width}x{height}", "-r", str(spec.fps), "-i", "-", *spec.args, "-an", str(encoded)]
@@ -138,7 +146,33 @@ def make(spec: MediaSpec, folder: Path) -> Path:
         subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(encoded), "-c", "copy",
                         "-metadata:s:v:0", f"rotate={spec.rotate}", str(out)], check=True)
         encoded.unlink()
+    elif spec.display_matrix:  # ffmpeg 5.1 writes rotations only: PyAV (libavformat) remuxes with any matrix
+        _remux_with_matrix(encoded, out, spec.display_matrix)
+        encoded.unlink()
     return out
+
+
+def _remux_with_matrix(source: Path, target: Path, matrix: tuple[int, ...]) -> None:
+    import av
+
+    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        out.set_display_matrix(np.array(matrix, np.int32))
+        for packet in src.demux(stream):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+
+
+def player_frame(path: Path, index: int, size: tuple[int, int]) -> np.ndarray:
+    """Frame ``index`` (display order) as the ffmpeg command line shows it (autorotate on): uint8
+    [H, W, 3] for the shown ``size``."""
+    raw = subprocess.run([shutil.which("ffmpeg"), "-hide_banner", "-loglevel", "error", "-i", str(path),
+                          "-vf", f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    width, height = size
+    return np.frombuffer(raw, np.uint8).reshape(height, width, 3)
 
 
 @dataclass

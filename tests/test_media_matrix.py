@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media_matrix import BY_NAME, DURATION_S, MATRIX, bad_files, make
+from media_matrix import BY_NAME, DURATION_S, MATRIX, bad_files, make, player_frame
+from PIL import Image
 
 from lita_client import InvalidRequestError, LitaClient
 from lita_serve.config import LitaConfig
@@ -145,6 +146,21 @@ def test_shown_shape_follows_pixel_aspect_and_rotation(media, name, twin, shape)
     shown, upright = _shown(media[name]), _shown(media[twin])
     assert shown.shape[1:3] == shape == upright.shape[1:3]
     assert np.abs(shown.astype(np.int16) - upright).mean() < 4.0
+
+
+@pytest.mark.parametrize("name", [s.name for s in MATRIX if s.rotate or s.display_matrix or s.name == "anamorphic"])
+def test_frames_match_what_the_ffmpeg_player_shows(media, name):
+    """Frame 300 (10 s in, the disc on screen) at full shown size, against the ffmpeg command
+    line's own view of it (it applies the display matrix and pixel aspect when it decodes)."""
+    spec = BY_NAME[name]
+    shown = min(spec.size)
+    ours = decode_pyav(load_source(media[name].read_bytes()), lambda timeline: np.array([300]), shown).frames[0]
+    if name == "anamorphic":  # ffmpeg decodes the stored 144 columns; a player stretches them to 192
+        player = np.asarray(Image.fromarray(player_frame(media[name], 300, (144, 108))).resize(spec.size, Image.BICUBIC))
+    else:
+        player = player_frame(media[name], 300, spec.size)
+    assert ours.shape == player.shape
+    assert np.abs(ours.astype(np.int16) - player).mean() < 3.0
 
 
 def test_constant_rate_files_sample_lita_index_rule(media):
