@@ -99,6 +99,8 @@ def test_server_package_installed_runs_the_demo_from_an_unrelated_folder(tmp_pat
     out = _run([tmp_path / "venv" / "bin" / "lita", "demo"], cwd=elsewhere, env=env, timeout=900)
     assert "A: " in out and "truth:" in out
     assert (elsewhere / "model_repository" / "llm" / "1" / "model.py").is_file()
+    checked = _run([tmp_path / "venv" / "bin" / "lita", "check-repository", "model_repository"], cwd=elsewhere, env=env)
+    assert checked.strip() == "ok", checked
     assert _git_status() == before
 
 

@@ -19,6 +19,7 @@ Every decoder failure becomes a :class:`VideoDecodeError`; nothing from decord e
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,10 +34,9 @@ from lita_serve.preprocess.probe import count_video_packets
 from lita_serve.preprocess.source import VideoSource
 from lita_serve.preprocess.timeline import Timeline
 
-try:  # decord is optional: the PyAV path below works without it
-    import decord as _decord
-except ImportError:  # pragma: no cover - depends on the environment
-    _decord = None
+# decord is optional and imported only when used: the PyAV path works without it, and the
+# preprocess process stays smaller without its libraries.
+_HAS_DECORD = importlib.util.find_spec("decord") is not None
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ PlanFn = Callable[[Timeline], np.ndarray]  # the stream's timeline -> display in
 
 
 def available_backends() -> tuple[str, ...]:
-    return ("pyav", "decord") if _decord is not None else ("pyav",)
+    return ("pyav", "decord") if _HAS_DECORD else ("pyav",)
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -74,14 +74,15 @@ def decode_decord(src: VideoSource, plan: PlanFn, image_size: int, num_threads: 
     WebM, AV1 here): such files are decoded with :func:`decode_pyav` instead, which also names
     the problem when a file is really broken.
     """
-    if _decord is None:
+    if not _HAS_DECORD:
         raise VideoDecodeError("decord is not installed; use the 'pyav' backend")
+    import decord  # noqa: PLC0415
     display, (stored_w, stored_h) = probe_display(src)
     if not display.is_identity:
         return decode_pyav(src, plan, image_size, num_threads)
     width, height = display.stored_target(stored_w, stored_h, image_size)
     try:
-        reader = _decord.VideoReader(src.open_stream(), ctx=_decord.cpu(0), width=width, height=height,
+        reader = decord.VideoReader(src.open_stream(), ctx=decord.cpu(0), width=width, height=height,
                                      num_threads=num_threads)
         num = len(reader)
         fps = float(reader.get_avg_fps())
