@@ -14,6 +14,7 @@ from typing import Any
 
 from benchmarks import decode_speed, frame_sampling, serving
 from benchmarks.common import ARTIFACTS, machine_note
+from lita_serve.feature_cache import temporary_cache_root
 
 BENCHMARKS = {"frame_sampling": frame_sampling.run, "decode": decode_speed.run, "serving": serving.run}
 
@@ -24,11 +25,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--only", choices=sorted(BENCHMARKS), action="append", help="run only these (repeatable)")
     args = p.parse_args(argv)
     results: dict[str, Any] = {"machine": machine_note(), "short": args.short}
-    for name in args.only or list(BENCHMARKS):
-        print(f"\n== {name} ==", flush=True)
-        start = time.perf_counter()
-        results[name] = BENCHMARKS[name](short=args.short)
-        print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
+    with temporary_cache_root("lita-bench-cache-"):  # the servers' feature caches, removed at the end
+        for name in args.only or list(BENCHMARKS):
+            print(f"\n== {name} ==", flush=True)
+            start = time.perf_counter()
+            results[name] = BENCHMARKS[name](short=args.short)
+            print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
     print("\n== summary (ratio = how many times better ours is) ==")
     print(results["machine"])
     for name in args.only or list(BENCHMARKS):

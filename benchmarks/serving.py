@@ -150,6 +150,9 @@ def run(short: bool = False, server_omp_threads: int = 1) -> list[dict[str, Any]
 
 
 if __name__ == "__main__":
+    from lita_serve.feature_cache import temporary_cache_root
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--short", action="store_true")
-    run(p.parse_args().short)
+    with temporary_cache_root("lita-bench-cache-"):
+        run(p.parse_args().short)

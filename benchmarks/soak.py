@@ -27,6 +27,7 @@ from pathlib import Path
 from lita_client import LitaClient
 from lita_client.errors import LitaClientError
 from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.feature_cache import temporary_cache_root
 from lita_serve.inprocess import LitaPipeline
 from lita_serve.launcher import Ports, TritonServer, stub_processes
 
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-log", default=None, help="keep the tritonserver log here")
     args = parser.parse_args(argv)
     seconds = 45.0 if args.short else min(args.seconds, 600.0)
-    with tempfile.TemporaryDirectory(prefix="lita-soak-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lita-soak-") as tmp, temporary_cache_root("lita-soak-cache-"):
         root = Path(tmp)
         repo = build_soak_repository(root)
         videos = make_videos(root)

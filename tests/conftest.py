@@ -13,11 +13,25 @@ sys.path.insert(0, str(Path(__file__).parent))
 from repo_factory import build_tiny_repository  # noqa: E402
 from videos import make_mp4  # noqa: E402
 
+from lita_serve.feature_cache import temporary_cache_root  # noqa: E402
 from lita_serve.launcher import Ports, TritonServer  # noqa: E402
 from lita_serve.loadtest.perf import PERF_ANALYZER_ENV  # noqa: E402
 
 # perf_analyzer's tool environment as `make perf-tools` makes it, unless the caller names another.
 os.environ.setdefault(PERF_ANALYZER_ENV, str(Path(__file__).resolve().parents[1] / ".venv-perf" / "bin" / "perf_analyzer"))
+
+
+def pytest_configure(config) -> None:
+    """Default feature-cache folders of every server the tests start go to one private temporary
+    folder, removed when the session ends (nothing is left in the system's temporary folder)."""
+    config._lita_cache_root = temporary_cache_root("lita-test-cache-")
+    config._lita_cache_root.__enter__()
+
+
+def pytest_unconfigure(config) -> None:
+    root = getattr(config, "_lita_cache_root", None)
+    if root is not None:
+        root.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import stat
 import subprocess
 import sys
 import time
@@ -21,10 +22,12 @@ from videos import make_mp4
 from lita_serve.config import LitaConfig
 import lita_serve.feature_cache as feature_cache
 from lita_serve.feature_cache import (
-    PIN_MAX_AGE_S, PIN_SUFFIX, FeatureCache, config_fingerprint, default_cache_dir, feature_key,
+    CACHE_ROOT_ENV, PIN_MAX_AGE_S, PIN_SUFFIX, CacheFolderError, FeatureCache, config_fingerprint, default_cache_dir,
+    feature_key,
 )
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
 from lita_serve.inprocess import LitaPipeline
+from lita_serve.launcher import Ports, ServerStartError, TritonServer
 from lita_serve.preprocess.request import prepare_cached
 
 QUESTION = "What happens in the video?"
@@ -45,6 +48,53 @@ def test_round_trip_keeps_array_and_meta(tmp_path):
     assert cache.peek("ab12").shape == (6, 4)
     assert cache.get("cd34") is None
     assert (cache.counters.hits, cache.counters.misses) == (1, 1)
+
+
+# --- a private, checked store ------------------------------------------------------------------
+def test_cache_folders_are_private_and_others_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(CACHE_ROOT_ENV, raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)
+    folder = default_cache_dir(tmp_path / "repo")
+    assert folder.parent == tmp_path / "run" / "lita" and folder.name.startswith("feature-cache-")
+    cache = FeatureCache(folder, 1 << 20)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    cache.put("ab12", entry(8, 1.0), {})
+    assert stat.S_IMODE(os.stat(cache.path("ab12")).st_mode) == 0o600
+
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)  # as another user sharing /tmp would leave it
+    with pytest.raises(CacheFolderError, match=f"{open_to_all} is writable by its group or others"):
+        FeatureCache(open_to_all, 1 << 20)
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    with pytest.raises(CacheFolderError, match=f"{link} is a symbolic link"):
+        FeatureCache(link, 1 << 20)
+    if os.geteuid() == 0:  # root can hand a folder to another user; others cannot make one
+        foreign = tmp_path / "foreign"
+        foreign.mkdir(mode=0o700)
+        os.chown(foreign, 4242, 4242)
+        with pytest.raises(CacheFolderError, match=f"{foreign} is owned by uid 4242"):
+            FeatureCache(foreign, 1 << 20)
+
+
+def test_planted_corrupted_and_foreign_entries_are_dropped_and_counted(tmp_path):
+    cache = FeatureCache(tmp_path / "c", 1 << 20, fingerprint="this encoder")
+    other = FeatureCache(tmp_path / "c", 1 << 20, fingerprint="other weights")
+    other.put("aa11", entry(8, 5.0), {"duration": 1.0})  # a foreign entry under a key this cache asks for
+    cache.path("bb22").write_bytes(b"\x10\x00\x00\x00{not json at all" + os.urandom(64))  # corrupted
+    (tmp_path / "secret").write_bytes(b"x" * 64)
+    cache.path("cc33").symlink_to(tmp_path / "secret")  # a link where an entry belongs
+    renamed = tmp_path / "c" / "dd44.feat"
+    cache.put("ee55", entry(8, 2.0), {"duration": 1.0})
+    cache.path("ee55").rename(renamed)  # a genuine entry under another key
+    assert cache.pin("aa11") is None and cache.get("bb22") is None
+    assert cache.peek("cc33") is None and cache.get("dd44") is None
+    assert cache.counters.rejected == 4 and cache.counters.hits == 0
+    assert not any(cache.path(k).exists() or cache.path(k).is_symlink() for k in ("aa11", "bb22", "cc33", "dd44"))
+    assert (tmp_path / "secret").exists(), "the link is removed, not what it points to"
+    assert cache.put("aa11", entry(8, 3.0), {"duration": 1.0}) and cache.get("aa11")[0][0, 0] == 3.0
 
 
 def test_lru_by_bytes_evicts_least_recently_used(tmp_path):
@@ -200,3 +250,40 @@ def test_server_second_question_hits_and_answers_like_cold(triton_server, tiny_r
     cache.clear()
     again = ask(url, video)
     assert again["stats"]["cache"] == "miss" and again["text"] == cold["text"]
+
+
+@pytest.mark.server
+def test_server_never_serves_planted_entries(triton_server, tiny_repo, tmp_path):
+    """Replace the server's genuine entries with a foreign one (other weights) and a corrupted one:
+    both requests are answered from the video again, as they were cold."""
+    cfg = LitaConfig.load(Path(tiny_repo) / "lita.json")
+    served = FeatureCache.for_repository(tiny_repo, cfg)  # the server's folder and fingerprint
+    videos = [make_mp4(tmp_path / f"p{i}.mp4", seconds=3.0, fps=10, size=(96, 64),
+                       color_fn=lambda k, i=i: (60 * i + 40, k * 9 % 256, 120)).read_bytes() for i in range(2)]
+    cold = [ask(triton_server.grpc_url, v) for v in videos]
+    keys = [feature_key(v, served.fingerprint) for v in videos]
+    shape = served.peek(keys[0]).shape
+    intruder = FeatureCache(served.directory, cfg.limits.feature_cache_bytes, fingerprint="someone else's encoder")
+    intruder.put(keys[0], np.random.default_rng(0).normal(size=shape).astype(np.float32), {"duration": 3.0})
+    served.path(keys[1]).write_bytes(b"\x08\x00\x00\x00garbage!" + os.urandom(256))
+    again = [ask(triton_server.grpc_url, v) for v in videos]
+    for before, after in zip(cold, again):
+        assert after["stats"]["cache"] == "miss" and after["text"] == before["text"]
+    assert all(served.peek(k) is not None for k in keys), "genuine entries were stored in their place"
+
+
+@pytest.mark.server
+def test_server_refuses_a_cache_folder_others_can_write(tiny_repo, tmp_path, monkeypatch):
+    root = tmp_path / "runtime"
+    root.mkdir(mode=0o700)
+    monkeypatch.setenv(CACHE_ROOT_ENV, str(root))  # the server started below inherits it
+    folder = default_cache_dir(tiny_repo)
+    folder.mkdir()
+    folder.chmod(0o777)  # created first by someone else sharing the machine
+    server = TritonServer(tiny_repo, ports=Ports.free())
+    try:
+        with pytest.raises(ServerStartError) as refused:
+            server.start(timeout=240)
+    finally:
+        server.stop()
+    assert f"feature cache folder {folder} is writable by its group or others" in str(refused.value)

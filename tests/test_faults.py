@@ -26,7 +26,7 @@ from lita_client.errors import ServerUnavailableError
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.service import DecodeEvent, DecoderService
 from lita_serve.inprocess import LitaPipeline
-from lita_serve.launcher import Ports, Supervisor, TritonServer
+from lita_serve.launcher import SHM_DIR, Ports, Supervisor, TritonServer
 from lita_serve.errors import ServerBusyError
 from lita_serve.resources import adapter_path
 
@@ -166,9 +166,14 @@ def test_killed_stub_is_detected_and_the_supervisor_restarts_the_server(server, 
     assert [s.instance for s in server.dead_stubs()] == ["postprocess_0_0"]
     assert not server.healthy()
     # ...so the supervisor restarts it, on the same ports, and the service answers again.
+    regions_before = {p.name for p in SHM_DIR.glob(f"{server.shm_prefix}*")}
+    assert len(regions_before) >= len(stubs)  # one shared-memory region per stub, the killed one's too
     supervisor = Supervisor(server, interval=0.5, start_timeout=240)
     started = time.monotonic()
     assert supervisor.check() is True and supervisor.restarts == 1
+    # The stopped server's regions, the killed stub's included, are gone; the new stubs have theirs.
+    regions_after = {p.name for p in SHM_DIR.glob(f"{server.shm_prefix}*")}
+    assert regions_before.isdisjoint(regions_after) and len(regions_after) == len(server.stubs)
     got = run(server.grpc_url, request_inputs(video, QUESTION, max_tokens=4))
     assert got.error is None, got.error
     assert got.raw_text == expected

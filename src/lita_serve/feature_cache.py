@@ -3,12 +3,17 @@ skips decoding and encoding.
 
 Why files: Triton runs the preprocess and the vision-encoder models in separate python-backend
 processes (and may run several instances of each), so an in-memory dict would not be shared.
-The cache is one folder of files (by default under the system's temporary directory; point
-``ServeLimits.feature_cache_dir`` at ``/dev/shm`` to keep it in RAM for sure):
+The cache is one folder of files, private to the user running the server (:func:`private_folder`:
+mode 0700, refused when it is a symbolic link, owned by someone else or writable by others).
+By default it sits in a per-user runtime folder (:func:`cache_root`: ``$LITA_FEATURE_CACHE_DIR``,
+else ``$XDG_RUNTIME_DIR/lita``, else ``<tmp>/lita-<uid>``); ``ServeLimits.feature_cache_dir``
+names another (``/dev/shm/...`` keeps it in RAM for sure):
 
-* ``<key>.feat``: one entry. A 4-byte little-endian header length, a JSON header (dtype, shape,
-  the video's measured duration, ...), then the raw C-order array bytes. The preprocess step
-  reads only the header (:meth:`FeatureCache.peek`); the encoder reads the whole entry.
+* ``<key>.feat``: one entry, mode 0600. A 4-byte little-endian header length, a JSON header
+  (dtype, shape, the key, the :func:`source_id` of what computed it, the video's measured
+  duration, ...), then the raw C-order array bytes. Every read checks the header against the
+  key and this cache's source: a damaged entry, or one computed by other weights or settings,
+  is deleted and counted (``counters.rejected``), never served.
 * Writes go to a private temporary file in the same folder, then ``os.replace`` makes the entry
   appear atomically: a reader sees either no entry or a complete one, never a partial one.
 * Recency is the file's modification time: a hit touches it (``os.utime``). After each write,
@@ -34,29 +39,36 @@ exports them as Prometheus counters and each response's ``stats`` says ``"cache"
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import secrets
+import stat
 import struct
 import time
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from lita_serve.config import LitaConfig
+from lita_serve.errors import LitaError
+from lita_serve.layout import RepositoryLayout
 
 logger = logging.getLogger(__name__)
 
 # Request stats that describe the video itself (its timeline, lita_serve.preprocess.request):
 # stored in an entry's header, so an answer served from the cache reports them too.
 ENTRY_STATS = ("sample_times_s", "frame_spacing_s", "container_duration_s")
+# Where default cache folders go instead of the per-user runtime folder (tests, benchmarks).
+CACHE_ROOT_ENV = "LITA_FEATURE_CACHE_DIR"
 SUFFIX = ".feat"
 PIN_SUFFIX = ".pin"
 PIN_MAX_AGE_S = 600.0  # a pin the encoder never took (request cancelled in between) is removed after this
@@ -80,6 +92,7 @@ class CacheCounters:
     misses: int = 0
     stores: int = 0
     evictions: int = 0
+    rejected: int = 0  # entries dropped on read: damaged, or computed by something else
 
 
 def config_fingerprint(cfg: LitaConfig, weights: str | Path | None = None) -> str:
@@ -105,27 +118,102 @@ def feature_key(video: bytes | memoryview, fingerprint: str) -> str:
     return h.hexdigest()
 
 
+class CacheFolderError(LitaError):
+    """A feature-cache folder that other users could write to or have swapped: it is not used."""
+
+
+def private_folder(path: str | Path) -> Path:
+    """``path`` as a folder only this user can use: created with mode 0700, or checked when it exists.
+
+    Raises :class:`CacheFolderError` naming the folder when it is a symbolic link, not a folder,
+    owned by another user, or writable by its group or others: anyone able to write there could
+    plant "features" that would be served as answers for the videos they choose.
+    """
+    path = Path(path)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise CacheFolderError(f"feature cache folder {path} is a symbolic link; refusing to use it")
+    if not stat.S_ISDIR(info.st_mode):
+        raise CacheFolderError(f"feature cache folder {path} exists and is not a folder")
+    if info.st_uid != os.geteuid():
+        raise CacheFolderError(f"feature cache folder {path} is owned by uid {info.st_uid}, not by this user "
+                               f"(uid {os.geteuid()}); refusing to use it")
+    if info.st_mode & 0o022:
+        raise CacheFolderError(f"feature cache folder {path} is writable by its group or others "
+                               f"(mode {stat.S_IMODE(info.st_mode):o}); refusing to use it")
+    return path
+
+
+def cache_root() -> Path:
+    """The per-user folder that holds default cache folders (see the module docstring)."""
+    named = os.environ.get(CACHE_ROOT_ENV)
+    if named:
+        return Path(named)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return private_folder(Path(runtime) / "lita")
+    return private_folder(Path(tempfile.gettempdir()) / f"lita-{os.geteuid()}")
+
+
+@contextlib.contextmanager
+def temporary_cache_root(prefix: str = "lita-cache-") -> Iterator[Path]:
+    """Within the block, default cache folders (of servers started there too: they inherit the
+    environment) go to a new private temporary folder, which is removed afterwards."""
+    previous = os.environ.get(CACHE_ROOT_ENV)
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:  # mode 0700
+        os.environ[CACHE_ROOT_ENV] = folder
+        try:
+            yield Path(folder)
+        finally:
+            if previous is None:
+                os.environ.pop(CACHE_ROOT_ENV, None)
+            else:
+                os.environ[CACHE_ROOT_ENV] = previous
+
+
 def default_cache_dir(repository: str | Path) -> Path:
-    """A folder per model repository under the system's temporary directory."""
+    """The default cache folder of the model repository at ``repository`` (one per repository)."""
     tag = hashlib.blake2b(str(Path(repository).resolve()).encode(), digest_size=6).hexdigest()
-    return Path(tempfile.gettempdir()) / f"lita-feature-cache-{tag}"
+    return cache_root() / f"feature-cache-{tag}"
+
+
+def source_id(fingerprint: str) -> str:
+    """A short digest of :func:`config_fingerprint`: what an entry was computed from."""
+    return hashlib.blake2b(fingerprint.encode(), digest_size=10).hexdigest()
+
+
+class _Rejected(ValueError):
+    """An entry that must not be served (see :meth:`FeatureCache._reject`)."""
 
 
 class FeatureCache:
     """Content-addressed arrays in a folder, LRU-bounded by bytes, safe across processes."""
 
-    def __init__(self, directory: str | Path, capacity_bytes: int) -> None:
+    def __init__(self, directory: str | Path, capacity_bytes: int, fingerprint: str = "") -> None:
+        """``fingerprint``: :func:`config_fingerprint` of the encoder this cache serves; entries
+        computed from another are never served."""
         self.directory = Path(directory)
         self.capacity_bytes = int(capacity_bytes)
+        self.fingerprint = fingerprint
+        self.source = source_id(fingerprint)
         self.counters = CacheCounters()
         if self.enabled:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(self.directory)
 
     @classmethod
     def for_repository(cls, repository: str | Path, cfg: LitaConfig) -> "FeatureCache":
-        """The cache ``cfg.limits`` configures for the repository at ``repository``."""
+        """The cache ``cfg.limits`` configures for the repository at ``repository``, serving the
+        encoder whose weights and settings it holds (:attr:`fingerprint`)."""
+        fingerprint = config_fingerprint(cfg, RepositoryLayout.of(repository).encoder_weights)
+        if cfg.limits.feature_cache_bytes <= 0:
+            return cls(cfg.limits.feature_cache_dir or ".", 0, fingerprint)
         directory = cfg.limits.feature_cache_dir or default_cache_dir(repository)
-        return cls(directory, cfg.limits.feature_cache_bytes)
+        return cls(directory, cfg.limits.feature_cache_bytes, fingerprint)
 
     @property
     def enabled(self) -> bool:
@@ -142,10 +230,14 @@ class FeatureCache:
         if not self.enabled:
             return None
         try:
-            with open(self.path(key), "rb") as f:
+            with self._open(self.path(key)) as f:
                 return self._read_header(key, f)
-        except (OSError, ValueError):
-            return None
+        except _Rejected as exc:
+            self._reject(self.path(key), exc)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._reject(self.path(key), exc)
+        return None
 
     def get(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
         """(array, meta) and a hit, or None and a miss. A hit makes the entry most recent."""
@@ -165,25 +257,53 @@ class FeatureCache:
         return found
 
     def _load(self, key: str, path: Path | None = None) -> tuple[np.ndarray, dict[str, Any]] | None:
+        path = path or self.path(key)
         try:
-            with open(path or self.path(key), "rb") as f:
+            with self._open(path) as f:
                 info = self._read_header(key, f)
                 data = f.read()
-        except (OSError, ValueError):
+            dtype = np.dtype(info.dtype)
+            if len(data) != dtype.itemsize * int(np.prod(info.shape)):
+                raise _Rejected(f"{len(data)} data bytes for shape {list(info.shape)} {dtype}")
+        except _Rejected as exc:
+            self._reject(path, exc)
             return None
-        dtype = np.dtype(info.dtype)
-        if len(data) != dtype.itemsize * int(np.prod(info.shape)):
-            return None  # cannot happen with atomic writes; treat a damaged entry as absent
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symbolic link planted where an entry belongs
+                self._reject(path, exc)
+            return None
         return np.frombuffer(data, dtype).reshape(info.shape), info.meta
 
     @staticmethod
-    def _read_header(key: str, f) -> CacheEntryInfo:
-        raw = f.read(_HEADER_LEN.size)
-        if len(raw) != _HEADER_LEN.size:
-            raise ValueError("short header")
-        (n,) = _HEADER_LEN.unpack(raw)
-        header = json.loads(f.read(n))
-        return CacheEntryInfo(key, header["dtype"], tuple(header["shape"]), header.get("meta", {}))
+    def _open(path: Path):
+        """Open an entry for reading without following a symbolic link."""
+        return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+
+    def _read_header(self, key: str, f) -> CacheEntryInfo:
+        """The entry's header; :class:`_Rejected` when it is damaged or not this key's, from this source."""
+        try:
+            raw = f.read(_HEADER_LEN.size)
+            (n,) = _HEADER_LEN.unpack(raw)
+            header = json.loads(f.read(n))
+            info = CacheEntryInfo(key, str(header["dtype"]), tuple(int(d) for d in header["shape"]),
+                                  dict(header.get("meta", {})))
+            np.dtype(info.dtype)
+        except (struct.error, ValueError, TypeError, KeyError) as exc:
+            raise _Rejected(f"unreadable header ({exc})") from None
+        if header.get("key") != key:
+            raise _Rejected(f"header names key {header.get('key')!r}")
+        if header.get("source") != self.source:
+            raise _Rejected(f"computed from {header.get('source')!r}, this server's encoder is {self.source!r}")
+        return info
+
+    def _reject(self, path: Path, why: Exception) -> None:
+        """Delete an entry that must not be served, and count it."""
+        self.counters.rejected += 1
+        logger.warning("feature cache entry rejected", extra={"entry": path.name, "reason": str(why)})
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
     # --- handing a hit from the preprocess step to the encoder step ------------------------
     def pin(self, key: str) -> tuple[str, CacheEntryInfo] | None:
@@ -193,12 +313,17 @@ class FeatureCache:
         name = f"{self.path(key).stem}.{secrets.token_hex(8)}{PIN_SUFFIX}"
         pinned = self.directory / name
         try:
-            os.link(self.path(key), pinned)
-            with open(pinned, "rb") as f:
+            os.link(self.path(key), pinned, follow_symlinks=False)
+            with self._open(pinned) as f:
                 return name, self._read_header(key, f)
-        except (OSError, ValueError):
+        except _Rejected as exc:
             pinned.unlink(missing_ok=True)
-            return None
+            self._reject(self.path(key), exc)
+        except OSError as exc:
+            pinned.unlink(missing_ok=True)
+            if exc.errno == errno.ELOOP:
+                self._reject(self.path(key), exc)
+        return None
 
     def take_pinned(self, pin: str) -> tuple[np.ndarray, dict[str, Any]] | None:
         """The features a :meth:`pin` kept (and a hit), removing the pin; None if it is gone."""
@@ -220,7 +345,8 @@ class FeatureCache:
         if not self.enabled:
             return False
         array = np.ascontiguousarray(array)
-        header = json.dumps({"dtype": array.dtype.str, "shape": list(array.shape), "meta": meta or {}}).encode()
+        header = json.dumps({"dtype": array.dtype.str, "shape": list(array.shape), "key": key,
+                             "source": self.source, "meta": meta or {}}).encode()
         size = _HEADER_LEN.size + len(header) + array.nbytes
         if size > self.capacity_bytes:
             return False

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.service import DecodeEvent, DecoderService
-from lita_serve.feature_cache import ENTRY_STATS, FeatureCache, config_fingerprint, default_cache_dir
+from lita_serve.feature_cache import ENTRY_STATS, FeatureCache, config_fingerprint
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
 from lita_serve.postprocess.render import Renderer
 from lita_serve.preprocess.request import prepare_cached
@@ -44,9 +44,9 @@ class LitaPipeline:
         self.cfg = layout.load_config()
         self.encoder = load_encoder(layout, self.cfg, device=device)
         cache = (FeatureCache.for_repository(layout.root, self.cfg) if feature_cache
-                 else FeatureCache(default_cache_dir(layout.root), 0))
+                 else FeatureCache(".", 0, config_fingerprint(self.cfg, layout.encoder_weights)))
         self.cached_encoder = CachedEncoder(self.encoder, self.cfg, cache)
-        self.fingerprint = config_fingerprint(self.cfg, layout.encoder_weights)
+        self.fingerprint = cache.fingerprint
         decoder = load_decoder(layout, self.cfg, device=device)
         self.tokenizer = LitaTokenizer.from_file(layout.tokenizer_path, self.cfg.lita.num_time_tokens)
         self.decoder = DecoderService(decoder, self.tokenizer, self.cfg, max_batch=1)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -144,6 +146,26 @@ class GrpcTls:
 
 
 STUB_NAME = "triton_python_backend_stub"
+# tritonserver's log line for a model that failed to load; the reason ends at its first escaped newline.
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (?:Internal: )?(.*?)(?:\\n|\"$)", re.M)
+SHM_PREFIX = "triton_python_backend_shm_region_"  # the python backend's own default prefix
+SHM_DIR = Path("/dev/shm")
+
+
+def remove_shm_regions(prefix: str) -> int:
+    """Delete the shared-memory regions whose names start with ``prefix``; -> how many.
+
+    The python backend leaves its regions behind when a stub is killed or the server dies.
+    """
+    removed = 0
+    if SHM_DIR.is_dir():
+        for region in SHM_DIR.glob(f"{prefix}*"):
+            try:
+                region.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 @dataclass(frozen=True)
@@ -208,6 +230,9 @@ class TritonServer:
     _workdir: Path | None = None
     _log_given: bool | None = None
     stubs: list[StubProcess] = field(default_factory=list)
+    # This server's python-backend shared-memory regions are named with this prefix, so stop()
+    # removes exactly its own from /dev/shm, also those of stubs that were killed.
+    shm_prefix: str = field(default_factory=lambda: f"{SHM_PREFIX}lita{os.getpid()}x{secrets.token_hex(4)}_")
 
     @property
     def grpc_url(self) -> str:
@@ -225,6 +250,7 @@ class TritonServer:
             f"--http-address={self.host}", f"--grpc-address={self.host}", f"--metrics-address={self.host}",
             f"--http-port={self.ports.http}", f"--grpc-port={self.ports.grpc}", f"--metrics-port={self.ports.metrics}",
             f"--log-verbose={self.log_verbose}", "--exit-timeout-secs=20",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *(self.tls.args() if self.tls is not None else []),
             *self.extra_args,
         ]
@@ -269,13 +295,22 @@ class TritonServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise ServerStartError(f"tritonserver exited with code {self.process.returncode} while starting; "
-                                  f"last log lines:\n{self.log_tail()}")
+                failures = "".join(f"\n  {line}" for line in self.load_failures())
+                raise ServerStartError(f"tritonserver exited with code {self.process.returncode} while starting"
+                                       f"{'; models that failed to load:' + failures if failures else ''}; "
+                                       f"last log lines:\n{self.log_tail()}")
             if self.is_ready():
                 return
             time.sleep(0.25)
         self.stop()
         raise ServerStartError(f"tritonserver not ready after {timeout:.0f} s; last log lines:\n{self.log_tail()}")
+
+    def load_failures(self) -> list[str]:
+        """``model: reason`` for every model the log says failed to load (first line of the reason)."""
+        if self.log_path is None or not Path(self.log_path).is_file():
+            return []
+        found = _LOAD_FAILURE.findall(Path(self.log_path).read_text(errors="replace"))
+        return list(dict.fromkeys(f"{model}: {reason}" for model, reason in found))
 
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not Path(self.log_path).is_file():
@@ -300,6 +335,7 @@ class TritonServer:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+        remove_shm_regions(self.shm_prefix)
         return code
 
     def __enter__(self) -> "TritonServer":

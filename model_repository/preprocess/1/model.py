@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from lita_serve.conversation import check_question  # noqa: E402
-from lita_serve.feature_cache import FeatureCache, config_fingerprint  # noqa: E402
+from lita_serve.feature_cache import FeatureCache  # noqa: E402
 from lita_serve.preprocess.heap import limit_arenas, release_free_memory  # noqa: E402
 from lita_serve.preprocess.request import prepare_cached  # noqa: E402
 from lita_serve import triton_io  # noqa: E402
@@ -38,7 +38,6 @@ class TritonPythonModel:
         layout = RepositoryLayout.from_model_dir(args["model_repository"])
         self.cfg = layout.load_config()
         self.cache = FeatureCache.for_repository(layout.root, self.cfg)
-        self.fingerprint = config_fingerprint(self.cfg, layout.encoder_weights)
 
     def execute(self, requests):
         responses = [self._one(request) for request in requests]
@@ -53,7 +52,7 @@ class TritonPythonModel:
                 check_question(triton_io.text(question, "text_input"), self.cfg.limits.max_question_chars)
             data = triton_io.single(request, pb_utils, "VIDEO")
             duration = triton_io.single(request, pb_utils, "DURATION", required=False)
-            video = prepare_cached(bytes(data), self.cfg, self.cache, self.fingerprint,
+            video = prepare_cached(bytes(data), self.cfg, self.cache, self.cache.fingerprint,
                                    None if duration is None else float(duration), normalize=False)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             return triton_io.error_response(pb_utils, exc)
