@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import ctypes
 import json
 import os
@@ -12,7 +13,8 @@ import subprocess
 
 import pytest
 
-from lita_serve.loadtest import encode_bytes_b64, make_videos, read_csv, run_load_test, write_input_data
+from lita_serve.loadtest import encode_bytes_b64, make_videos, run_load_test, write_input_data
+from lita_serve.loadtest.inputs import distinct_copies
 from lita_serve.loadtest.perf import LIBB64, PerfOptions, cuda_runtime_libdir, perf_command
 
 
@@ -55,18 +57,45 @@ def test_command_streams_over_grpc(tmp_path):
 
 
 @pytest.mark.server
-def test_perf_analyzer_measures_the_real_server(triton_server, tmp_path):
+def test_cold_and_warm_regimes_are_measured_apart_and_proven(triton_server, tmp_path):
+    """Cold: a fresh video in every request (hit ratio <= 0.1); warm: the same video (nearly all
+    hits); both through the real perf_analyzer over streaming gRPC, each level bracketed by the
+    server's cache counters."""
     ensure_libb64()
     if cuda_runtime_libdir() is None and not os.environ.get("CI"):
         pytest.skip("perf_analyzer's tool environment is missing: `make perf-tools` (make test does it)")
-    opts = PerfOptions(request_count=3, stability_percentage=1000, max_trials=5)
-    summary = run_load_test(None, tmp_path / "load", (1, 2), url=triton_server.grpc_url,
-                            videos=make_videos(tmp_path / "v", count=1, seconds=3.0),
-                            sampling={"max_tokens": 4, "greedy": True}, options=opts, timeout=180)
-    rows = read_csv(summary["csv"])
-    assert [int(r["Concurrency"]) for r in rows] == [1, 2]
-    assert all(r["Inferences/Second"] > 0 and r["p99 latency"] >= r["p50 latency"] > 0 for r in rows)
-    log = (tmp_path / "load" / "perf_analyzer.log").read_text()
+    opts = PerfOptions(request_count=3, stability_percentage=1000, max_trials=3)
+    metrics = f"http://{triton_server.host}:{triton_server.ports.metrics}/metrics"
+    summary = run_load_test(None, tmp_path / "load", (1, 2), url=triton_server.grpc_url, metrics_url=metrics,
+                            videos=make_videos(tmp_path / "v", count=2, seconds=3.0),
+                            sampling={"max_tokens": 4, "greedy": True}, options=opts, timeout=180,
+                            client_rounds=1)
+    cold, warm = summary["regimes"]["cold"], summary["regimes"]["warm"]
+    assert [r["concurrency"] for r in cold] == [1, 2] == [r["concurrency"] for r in warm]
+    assert all(r["throughput"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in cold + warm)
+    assert summary["cold_valid"] is True and all(r["hit_ratio"] <= 0.1 and r["misses"] > 0 for r in cold)
+    assert all(r["hit_ratio"] >= 0.9 for r in warm)
+    assert summary["client_cold_mean_ms"] > 0 and summary["cold_c1_throughput_vs_client"] > 0
+    rows = list(csv.DictReader(open(summary["csv"])))
+    assert [(r["regime"], r["concurrency"]) for r in rows] == [("cold", "1"), ("cold", "2"), ("warm", "1"), ("warm", "2")]
+    log = (tmp_path / "load" / "runs" / "cold_c1.log").read_text()
     assert "Detected decoupled model" in log  # the streaming path was used
-    png = (tmp_path / "load" / "perf.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "load" / "perf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_distinct_copies_differ_in_bytes_and_decode_the_same(tmp_path):
+    import io
+
+    import av
+
+    source = make_videos(tmp_path / "v", count=1, seconds=2.0)[0]
+    copies = distinct_copies([source], tag="t")
+    first, second = next(copies), next(copies)
+    assert first != second and first.startswith(source.read_bytes())
+
+    def frames(data: bytes) -> list:
+        with av.open(io.BytesIO(data)) as container:
+            return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+    for a, b in zip(frames(first), frames(source.read_bytes()), strict=True):
+        assert (a == b).all()

@@ -186,20 +186,22 @@ def _add_convert(sub) -> None:
 
 
 def cmd_load_test(args: argparse.Namespace) -> int:
-    """Load-test the ensemble with perf_analyzer (gRPC streaming); saves CSV, PNG plot and summary."""
-    from lita_serve.loadtest.run import run_load_test
+    """Load-test the ensemble with perf_analyzer, cold (a new video every request) and warm (cached)."""
+    from lita_serve.loadtest.run import print_summary, run_load_test
 
     lo, _, hi = args.concurrency.partition(":")
     summary = run_load_test(None if args.url else args.repository, args.output, (int(lo), int(hi or lo)),
-                            url=args.url)
-    print(json.dumps(summary, indent=2))
-    return 0
+                            url=args.url, metrics_url=args.metrics_url)
+    print_summary(summary)
+    return 0 if summary["cold_valid"] is not False else 1
 
 
 def _add_load_test(sub) -> None:
     p = sub.add_parser("load-test", help=cmd_load_test.__doc__)
     p.add_argument("--repository", "-r", type=Path, default=DEFAULT_REPOSITORY)
     p.add_argument("--url", default=None, help="host:grpc_port of a running server (default: start one)")
+    p.add_argument("--metrics-url", default=None,
+                   help="that server's metrics endpoint (http://host:8002/metrics): proves each regime's cache hits")
     p.add_argument("--concurrency", default="1:8", help="A:B concurrency range")
     p.add_argument("--output", type=Path, default=Path("artifacts/load"))
     p.set_defaults(func=cmd_load_test)

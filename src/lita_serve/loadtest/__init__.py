@@ -1,7 +1,9 @@
 """Load testing the ``lita`` ensemble with Triton's real ``perf_analyzer``.
 
-:func:`run_load_test` writes perf_analyzer's ``--input-data`` JSON from real videos, runs it over
-streaming gRPC against a server it starts (or a given URL), and saves the CSV and a PNG plot.
+:func:`run_load_test` measures two regimes, cold (a video the server has never seen in every
+request) and warm (cached features), one concurrency level at a time over streaming gRPC against
+a server it starts (or a given URL), with the cache hit ratio of every level; it saves a CSV, a
+PNG plot and ``summary.json``.
 """
 
 from lita_serve.loadtest.inputs import encode_bytes_b64, make_videos, write_input_data

@@ -9,19 +9,29 @@ perf_analyzer copies a ``b64`` value, once decoded, verbatim into the request as
 serialized bytes. For a BYTES tensor that serialization is, per element, a 4-byte little-endian
 length followed by the bytes, so the length prefix must be part of what is base64-encoded
 (:func:`encode_bytes_b64`); without it the server reads the video's first bytes as a length.
+
+Cold requests need videos the server has not seen. :func:`distinct_copies` makes them from a few
+real videos by appending an MP4 ``free`` box with a unique payload: the bytes (and so the
+feature-cache key) differ while the decoding work is exactly the source's, and each copy adds
+only its own size to the input file. :data:`VIDEO_MIX` is the default mix of sizes and lengths.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import struct
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from lita_client.contract import SAMPLING_INPUTS
 
 DEFAULT_QUESTIONS = ("When does the red circle appear?", "Describe the video with timestamps.")
+# The cold regime's videos: (width, height, seconds) at 25 fps, H.264 with B-frames. Flat
+# synthetic scenes keep each file small (11-36 KB) while decoding still costs what the size and
+# length cost, so a perf_analyzer input file of a few hundred distinct copies stays a few MB.
+VIDEO_MIX = ((426, 240, 10.0), (640, 360, 20.0), (854, 480, 30.0), (1280, 720, 20.0))
 
 
 def encode_bytes_b64(data: bytes) -> str:
@@ -40,17 +50,47 @@ def request_entry(video: bytes, question: str, sampling: dict[str, Any]) -> dict
     return entry
 
 
-def write_input_data(videos: Sequence[str | Path], path: str | Path, questions: Sequence[str] = DEFAULT_QUESTIONS,
-                     sampling: dict[str, Any] | None = None) -> Path:
-    """Write the JSON for every (video, question) pair to ``path``; returns ``path``."""
+def write_input_data(videos: Sequence[str | Path | bytes], path: str | Path,
+                     questions: Sequence[str] = DEFAULT_QUESTIONS, sampling: dict[str, Any] | None = None) -> Path:
+    """Write the JSON for every (video, question) pair to ``path``; returns ``path``.
+
+    ``videos`` are files or the videos' bytes."""
     if not videos:
         raise ValueError("at least one video is needed")
     sampling = {"max_tokens": 16, "greedy": True} if sampling is None else sampling
-    data = [request_entry(Path(v).read_bytes(), q, sampling) for v in videos for q in questions]
+    data = [request_entry(v if isinstance(v, bytes) else Path(v).read_bytes(), q, sampling)
+            for v in videos for q in questions]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"data": data}))
     return path
+
+
+def distinct_copies(videos: Sequence[str | Path], tag: str) -> Iterator[bytes]:
+    """Endless distinct variants of ``videos`` (MP4), in turn: each is its source plus a ``free``
+    box naming ``tag`` and a serial number, so no two share a feature-cache key."""
+    sources = [Path(v).read_bytes() for v in videos]
+    for serial in itertools.count():
+        payload = f"lita-load {tag} {serial:08d}".encode()
+        yield sources[serial % len(sources)] + struct.pack(">I", 8 + len(payload)) + b"free" + payload
+
+
+def make_video_mix(folder: str | Path, mix: Sequence[tuple[int, int, float]] = VIDEO_MIX) -> list[Path]:
+    """The cold regime's source videos (:data:`VIDEO_MIX`), made once and reused across runs."""
+    from lita_serve.data.synthetic import Event, make_event_video  # noqa: PLC0415 - needs PyAV
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for width, height, seconds in mix:
+        path = folder / f"mix_{height}p_{seconds:g}s.mp4"
+        if not path.is_file():
+            event = Event(shape="circle", color="red", start_s=0.3 * seconds, end_s=0.6 * seconds, x=0.5, y=0.5,
+                          size=0.2)
+            make_event_video(path, duration_s=seconds, fps=25, width=width, height=height, events=[event],
+                             seed=height)
+        paths.append(path)
+    return paths
 
 
 def make_videos(folder: str | Path, count: int = 2, seconds: float = 6.0) -> list[Path]:

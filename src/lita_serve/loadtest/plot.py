@@ -1,29 +1,38 @@
-"""PNG plot of a perf_analyzer report: throughput against p50 and p99 latency per concurrency."""
+"""PNG plot of a load test: throughput against p50 and p99 latency, one line per regime."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 
-def plot_report(rows: list[dict[str, float]], path: str | Path, title: str = "lita ensemble") -> Path:
-    """Latency (ms, x) vs throughput (requests/s, y), one point per concurrency level, for p50 and p99."""
+def plot_regimes(results: Mapping[str, Sequence[Any]], path: str | Path, title: str = "lita ensemble") -> Path:
+    """Latency (ms, x, log scale) vs throughput (requests/s, y); per regime a p50 and a p99 line,
+    each point labelled with its concurrency, the legend giving the regime's cache hit ratios."""
     import matplotlib  # noqa: PLC0415 - optional, only for the plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    throughput = [r["Inferences/Second"] for r in rows]
-    for column, label, marker in (("p50 latency", "p50", "o"), ("p99 latency", "p99", "s")):
-        latency_ms = [r[column] / 1e3 for r in rows]  # perf_analyzer reports microseconds
-        ax.plot(latency_ms, throughput, marker=marker, label=f"{label} latency")
-        for x, y, r in zip(latency_ms, throughput, rows):
-            ax.annotate(f"c={int(r['Concurrency'])}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (regime, rows), color in zip(results.items(), ("tab:red", "tab:blue", "tab:green")):
+        if not rows:
+            continue
+        ratios = [r.hit_ratio for r in rows if r.hit_ratio is not None]
+        hits = f"cache hit ratio {min(ratios):.2f}-{max(ratios):.2f}" if ratios else "cache hits unknown"
+        throughput = [r.throughput for r in rows]
+        for attr, style in (("p50_ms", "-o"), ("p99_ms", "--s")):
+            latency = [getattr(r, attr) for r in rows]
+            ax.plot(latency, throughput, style, color=color, label=f"{regime} {attr[:3]} ({hits})")
+            if attr == "p50_ms":
+                for x, y, r in zip(latency, throughput, rows):
+                    ax.annotate(f"c={r.concurrency}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("throughput (requests/s)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.set_title(f"{title}: cold = a new video every request; warm = cached features")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
