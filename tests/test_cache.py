@@ -155,16 +155,15 @@ def test_hit_skips_decoding_and_a_pinned_hit_survives_eviction(tiny_repo, pipeli
     video = make_mp4(tmp_path / "v.mp4", seconds=3.0, fps=10, size=(96, 64),
                      color_fn=lambda i: (i * 20 % 256, 10, 90)).read_bytes()
     cfg = pipeline.cfg
-    cache = FeatureCache(tmp_path / "cache", 1 << 24)
+    cache = FeatureCache(tmp_path / "cache", 1 << 24, config_fingerprint(cfg))
     encoder = CachedEncoder(pipeline.encoder, cfg, cache)
-    fp = config_fingerprint(cfg)
 
-    cold = prepare_cached(video, cfg, cache, fp)
+    cold = prepare_cached(video, cfg, cache)
     assert not cold.cached and cold.frames.shape[0] == cfg.lita.sample_frames
     first = encoder.run([EncodeJob(cold.frames, cold.key, cold.source_duration, cold.pin)])[0]
     assert first.stats["cache"] == "miss"
 
-    warm = prepare_cached(video, cfg, cache, fp)
+    warm = prepare_cached(video, cfg, cache)
     assert warm.cached and warm.frames.shape[0] == 0 and warm.duration == pytest.approx(cold.duration)
     hit = encoder.run([EncodeJob(warm.frames, warm.key, warm.source_duration, warm.pin)])[0]
     assert hit.stats["cache"] == "hit"
@@ -173,7 +172,7 @@ def test_hit_skips_decoding_and_a_pinned_hit_survives_eviction(tiny_repo, pipeli
 
     # Evicted between the preprocess lookup and the encoder: the pin still holds the features,
     # and the video never has to reach the encoder.
-    raced = prepare_cached(video, cfg, cache, fp)
+    raced = prepare_cached(video, cfg, cache)
     cache.remove(raced.key)
     assert cache.peek(raced.key) is None
     after = encoder.run([EncodeJob(raced.frames, raced.key, raced.source_duration, raced.pin)])[0]

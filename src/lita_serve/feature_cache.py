@@ -67,6 +67,11 @@ logger = logging.getLogger(__name__)
 # Request stats that describe the video itself (its timeline, lita_serve.preprocess.request):
 # stored in an entry's header, so an answer served from the cache reports them too.
 ENTRY_STATS = ("sample_times_s", "frame_spacing_s", "container_duration_s")
+
+
+def entry_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """The part of a request's (or an entry's) stats that describes the video: :data:`ENTRY_STATS`."""
+    return {k: stats[k] for k in ENTRY_STATS if k in stats}
 # Where default cache folders go instead of the per-user runtime folder (tests, benchmarks).
 CACHE_ROOT_ENV = "LITA_FEATURE_CACHE_DIR"
 SUFFIX = ".feat"
@@ -234,9 +239,8 @@ class FeatureCache:
                 return self._read_header(key, f)
         except _Rejected as exc:
             self._reject(self.path(key), exc)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                self._reject(self.path(key), exc)
+        except OSError:
+            pass
         return None
 
     def get(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
@@ -268,16 +272,20 @@ class FeatureCache:
         except _Rejected as exc:
             self._reject(path, exc)
             return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # a symbolic link planted where an entry belongs
-                self._reject(path, exc)
+        except OSError:
             return None
         return np.frombuffer(data, dtype).reshape(info.shape), info.meta
 
     @staticmethod
     def _open(path: Path):
-        """Open an entry for reading without following a symbolic link."""
-        return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        """Open an entry for reading without following a symbolic link; a link planted where an
+        entry belongs is :class:`_Rejected`."""
+        try:
+            return os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _Rejected("a symbolic link where an entry belongs") from None
+            raise
 
     def _read_header(self, key: str, f) -> CacheEntryInfo:
         """The entry's header; :class:`_Rejected` when it is damaged or not this key's, from this source."""
@@ -319,21 +327,27 @@ class FeatureCache:
         except _Rejected as exc:
             pinned.unlink(missing_ok=True)
             self._reject(self.path(key), exc)
-        except OSError as exc:
+        except OSError:
             pinned.unlink(missing_ok=True)
-            if exc.errno == errno.ELOOP:
-                self._reject(self.path(key), exc)
         return None
 
     def take_pinned(self, pin: str) -> tuple[np.ndarray, dict[str, Any]] | None:
         """The features a :meth:`pin` kept (and a hit), removing the pin; None if it is gone."""
-        key, token, suffix = (pin.split(".") + ["", ""])[:3]
-        if f".{suffix}" != PIN_SUFFIX or not token.isalnum():
-            raise ValueError(f"bad cache pin {pin!r}")
-        pinned = self.path(key).with_name(pin)
+        key, pinned = self._pinned(pin)
         found = self._load(key, pinned)
         pinned.unlink(missing_ok=True)
         return self._counted(key, found)
+
+    def release(self, pin: str) -> None:
+        """Drop a :meth:`pin` that will not be read (no lookup is counted)."""
+        self._pinned(pin)[1].unlink(missing_ok=True)
+
+    def _pinned(self, pin: str) -> tuple[str, Path]:
+        """(key, path) of a pin name; ValueError for anything :meth:`pin` cannot have made."""
+        key, token, suffix = (pin.split(".") + ["", ""])[:3]
+        if f".{suffix}" != PIN_SUFFIX or not token.isalnum():
+            raise ValueError(f"bad cache pin {pin!r}")
+        return key, self.path(key).with_name(pin)
 
     # --- writing --------------------------------------------------------------------------
     def put(self, key: str, array: np.ndarray, meta: dict[str, Any] | None = None) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.service import DecodeEvent, DecoderService
-from lita_serve.feature_cache import ENTRY_STATS, FeatureCache, config_fingerprint
+from lita_serve.feature_cache import FeatureCache, config_fingerprint, entry_stats
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
 from lita_serve.postprocess.render import Renderer
 from lita_serve.preprocess.request import prepare_cached
@@ -46,7 +46,6 @@ class LitaPipeline:
         cache = (FeatureCache.for_repository(layout.root, self.cfg) if feature_cache
                  else FeatureCache(".", 0, config_fingerprint(self.cfg, layout.encoder_weights)))
         self.cached_encoder = CachedEncoder(self.encoder, self.cfg, cache)
-        self.fingerprint = cache.fingerprint
         decoder = load_decoder(layout, self.cfg, device=device)
         self.tokenizer = LitaTokenizer.from_file(layout.tokenizer_path, self.cfg.lita.num_time_tokens)
         self.decoder = DecoderService(decoder, self.tokenizer, self.cfg, max_batch=1)
@@ -54,10 +53,10 @@ class LitaPipeline:
 
     def encode(self, video: bytes, duration: float | None = None):
         """-> (embeddings [N_vis, H] numpy, duration, stats)."""
-        prepared = prepare_cached(video, self.cfg, self.cached_encoder.cache, self.fingerprint, duration,
+        prepared = prepare_cached(video, self.cfg, self.cached_encoder.cache, duration,
                                   normalize=False)  # uint8 pixels, normalised by the encoder, as served
         job = EncodeJob(prepared.frames, prepared.key, prepared.source_duration, prepared.pin,
-                        {k: v for k, v in prepared.stats.items() if k in ENTRY_STATS})
+                        entry_stats(prepared.stats))
         result = self.cached_encoder.run([job])[0]
         if result.error is not None:
             raise result.error

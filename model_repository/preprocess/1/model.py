@@ -52,7 +52,7 @@ class TritonPythonModel:
                 check_question(triton_io.text(question, "text_input"), self.cfg.limits.max_question_chars)
             data = triton_io.single(request, pb_utils, "VIDEO")
             duration = triton_io.single(request, pb_utils, "DURATION", required=False)
-            video = prepare_cached(bytes(data), self.cfg, self.cache, self.cache.fingerprint,
+            video = prepare_cached(bytes(data), self.cfg, self.cache,
                                    None if duration is None else float(duration), normalize=False)
         except Exception as exc:  # noqa: BLE001 - every failure becomes this request's error
             return triton_io.error_response(pb_utils, exc)

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from lita_serve.feature_cache import ENTRY_STATS, FeatureCache  # noqa: E402
+from lita_serve.feature_cache import FeatureCache, entry_stats  # noqa: E402
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob  # noqa: E402
 from lita_serve import triton_io  # noqa: E402
 from lita_serve.layout import RepositoryLayout  # noqa: E402
@@ -64,7 +64,7 @@ class TritonPythonModel:
         key = triton_io.single(request, pb_utils, "CACHE_KEY", required=False)
         source_duration = triton_io.single(request, pb_utils, "SOURCE_DURATION", required=False)
         pin = triton_io.single(request, pb_utils, "CACHE_PIN", required=False)
-        video_stats = {k: v for k, v in triton_io.stats_in(request, pb_utils).items() if k in ENTRY_STATS}
+        video_stats = entry_stats(triton_io.stats_in(request, pb_utils))
         return EncodeJob(frames=frames.reshape(frames.shape[-4:]),
                          key=triton_io.text(key, "CACHE_KEY") if key is not None else "",
                          source_duration=float(source_duration) if source_duration is not None else 0.0,

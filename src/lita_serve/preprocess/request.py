@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from lita_serve.config import LitaConfig
-from lita_serve.feature_cache import ENTRY_STATS, FeatureCache, feature_key
+from lita_serve.feature_cache import FeatureCache, entry_stats, feature_key
 from lita_serve.errors import InvalidInputError, LimitExceededError
 from lita_serve.preprocess.source import load_source
 from lita_serve.preprocess.video import SampledVideo, sample_video_for
@@ -90,12 +90,11 @@ def empty_frames(cfg: LitaConfig, dtype: type = np.uint8) -> np.ndarray:
     return np.empty((0, 3, s, s), dtype)
 
 
-def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprint: str,
-                   duration: float | None = None, num_threads: int = 0, normalize: bool = True) -> PreparedVideo:
+def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, duration: float | None = None,
+                   num_threads: int = 0, normalize: bool = True) -> PreparedVideo:
     """Like :func:`prepare_video`, but skip decoding when ``cache`` holds this video's features.
 
-    ``fingerprint`` is :func:`~lita_serve.feature_cache.config_fingerprint` of the serving model.
-    On a hit the frames are empty and ``cached`` is True; the request is still checked against
+    Keys are made with the cache's own fingerprint (the serving encoder's). On a hit the frames are empty and ``cached`` is True; the request is still checked against
     the byte and duration limits.
     """
     if not cache.enabled:
@@ -103,16 +102,16 @@ def prepare_cached(data: bytes, cfg: LitaConfig, cache: FeatureCache, fingerprin
     declared = check_declared_duration(duration, cfg)
     load_source(data, cfg.limits.max_video_bytes)  # the byte limit, before hashing
     start = time.perf_counter()
-    key = feature_key(data, fingerprint)
+    key = feature_key(data, cache.fingerprint)
     pinned = cache.pin(key)
     hash_ms = round((time.perf_counter() - start) * 1e3, 3)
     if pinned is not None and "duration" not in pinned[1].meta:  # not stored by the encoder step
-        cache.take_pinned(pinned[0])
+        cache.release(pinned[0])
         pinned = None
     if pinned is not None:
         pin, info = pinned
         measured = float(info.meta["duration"])
-        stats = {"hash_ms": hash_ms, **{k: info.meta[k] for k in ENTRY_STATS if k in info.meta}}
+        stats = {"hash_ms": hash_ms, **entry_stats(info.meta)}
         return PreparedVideo(frames=empty_frames(cfg, np.float32 if normalize else np.uint8),
                              duration=declared if declared is not None else measured,
                              source_duration=measured, stats=stats, key=key, pin=pin)
