@@ -106,10 +106,13 @@ def server_env(extra_pythonpath: list[str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     # This environment's site-packages (the adapters read their .pth files too, so editable
     # installs work), and the folder this package was imported from (a source tree on sys.path).
+    # As for any Python process, the caller's PYTHONPATH and the tree this package came from go
+    # ahead of site-packages, so the server runs the same code as the process that started it.
     site_dirs = [sysconfig.get_paths()[kind] for kind in ("purelib", "platlib")]
-    paths = [*(extra_pythonpath or []), *site_dirs, str(Path(__file__).resolve().parents[1])]
+    paths = [*(extra_pythonpath or [])]
     if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
+        paths.extend(p for p in env["PYTHONPATH"].split(os.pathsep) if p)
+    paths += [str(Path(__file__).resolve().parents[1]), *site_dirs]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     libdir = sysconfig.get_config_var("LIBDIR")
     if libdir:
