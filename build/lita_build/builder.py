@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -26,7 +25,8 @@ from lita_build.summary import BuildSummary
 from lita_build.checkpoint import load_lita
 from lita_serve.errors import CheckpointError, InvalidInputError
 from lita_serve.model import LitaModel
-from lita_serve.layout import BUILD_MANIFEST
+from lita_serve.layout import BUILD_MANIFEST, ENCODER_ENGINES, ENCODER_ONNX, ENCODER_PLAN
+from lita_serve.llm.trtllm_release import TrtllmRelease, trtllm_release
 from lita_build.repository import Deployment, write_model_repository
 from lita_serve.torch_engine import export_torch_engine
 from lita_serve.special_tokens import special_token_order
@@ -35,12 +35,10 @@ from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, load_model_pr
 log = logging.getLogger(__name__)
 
 ENGINES = ("torch", "tensorrt_llm")
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = trtllm.DTYPES
 MANIFEST = BUILD_MANIFEST  # at the repository root, next to lita.json (Triton ignores plain files there)
 TRTLLM_CHECKPOINT = "tensorrt_llm_checkpoint"
 TRTLLM_MODEL = "tensorrt_llm"
-ENCODER_ONNX = "vision_encoder/1/encoder.onnx"
-ENCODER_PLAN = "vision_encoder/1/encoder.plan"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -90,51 +88,83 @@ def _check_time_token_ids(merged: dict[str, Any], tokenizer: LitaTokenizer) -> N
                               f"tokenizer's ({tokenizer.time_token_ids[0]}..): wrong tokenizer or --lita-version")
 
 
-def _write_torch(model: LitaModel, tokenizer: Path, output: Path, max_batch_size: int, summary: BuildSummary) -> None:
+def _write_torch(model: LitaModel, tokenizer: Path, output: Path, summary: BuildSummary) -> None:
     layout = export_torch_engine(model, tokenizer, output)
-    write_model_repository(output, model.config, Deployment(max_batch_size=max_batch_size))
     for what, path in (("config", layout.config_path), ("tokenizer", layout.tokenizer_path),
                        ("encoder weights", layout.encoder_weights), ("decoder weights", layout.decoder_weights)):
         summary.add(what, path)
 
 
+def _write_encoder_engine(model: LitaModel, output: Path, encoder_engine: str, fp16: bool, max_batch_size: int,
+                          dry_run: bool, summary: BuildSummary, bar: tqdm) -> dict[str, Any]:
+    """The ONNX graph (onnxruntime, tensorrt) and the TensorRT plan (tensorrt) of the encoder;
+    returns what the manifest records about them."""
+    if encoder_engine == "torch":
+        return {}
+    bar.set_postfix_str("encoder ONNX")
+    onnx_path = export_encoder_onnx(model.encoder.float(), output / ENCODER_ONNX)
+    summary.add("encoder ONNX", onnx_path)
+    if encoder_engine == "onnxruntime":
+        return {}
+    size = model.config.vision.image_size
+    shape = (model.config.lita.sample_frames, 3, size, size)
+    if dry_run:
+        summary.notes.append(f"dry run: {ENCODER_PLAN} is built from {ENCODER_ONNX} by `lita build` on the GPU")
+        return {"encoder_plan": {"frames_shape": list(shape), "max_batch_size": max_batch_size, "fp16": fp16}}
+    bar.set_postfix_str("encoder TensorRT engine")
+    plan = build_tensorrt_engine(onnx_path, output / ENCODER_PLAN, frames_shape=shape,
+                                 max_batch_size=max_batch_size, fp16=fp16)
+    summary.add("encoder TensorRT engine", plan)
+    return {}
+
+
 def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int, max_batch_size: int,
-                        summary: BuildSummary, bar: tqdm) -> None:
-    """TensorRT-LLM decoder engine + ONNX/TensorRT encoder + GPU configs (ensemble interface unchanged)."""
+                        release: TrtllmRelease, gpus: tuple[int, ...] | None, dry_run: bool,
+                        summary: BuildSummary, bar: tqdm) -> dict[str, Any]:
+    """TensorRT-LLM checkpoint, ``trtllm-build`` (skipped by a dry run) and the ``tensorrt_llm``
+    model's config; returns what the manifest records (the exact build command among it)."""
     cfg = model.config
     trt_dtype = "float16" if dtype == "float32" else dtype
     ckpt_dir, engine_dir = output / TRTLLM_CHECKPOINT, output / TRTLLM_MODEL / "1" / "engine"
+    bar.set_postfix_str("TensorRT-LLM checkpoint")
     trtllm.write_trtllm_checkpoint(model.decoder, cfg, ckpt_dir, dtype=trt_dtype, tp_size=tp_size)
     summary.add("TensorRT-LLM checkpoint", ckpt_dir)
-    bar.set_postfix_str("trtllm-build")
     limits = trtllm.EngineLimits.for_config(cfg, max_batch_size)
     command = trtllm.trtllm_build_command(ckpt_dir, engine_dir, limits, trt_dtype, tp_size)
-    log.info("running %s", " ".join(command))
-    subprocess.run(command, check=True)
-    summary.add("TensorRT-LLM engine", engine_dir)
-    bar.set_postfix_str("encoder ONNX + TensorRT")
-    onnx_path = export_encoder_onnx(model.encoder.float(), output / ENCODER_ONNX)
-    size = cfg.vision.image_size
-    plan = build_tensorrt_engine(onnx_path, output / ENCODER_PLAN, frames_shape=(cfg.lita.sample_frames, 3, size, size),
-                                 max_batch_size=max_batch_size, fp16=trt_dtype == "float16")
-    summary.add("encoder ONNX", onnx_path)
-    summary.add("encoder TensorRT engine", plan)
-    write_model_repository(output, cfg, Deployment(max_batch_size=max_batch_size, kind="KIND_GPU"))
+    if dry_run:
+        summary.notes.append("dry run: TensorRT-LLM engine not built; run the `trtllm_build_command` of "
+                             f"{MANIFEST} in {release.image}")
+    else:
+        bar.set_postfix_str("trtllm-build")
+        log.info("running %s", " ".join(command))
+        subprocess.run(command, check=True)
+        summary.add("TensorRT-LLM engine", engine_dir)
     model_dir = output / TRTLLM_MODEL
-    (model_dir / "config.pbtxt").write_text(trtllm.tensorrt_llm_model_config(str(engine_dir.resolve()), limits,
-                                                                             trt_dtype, tp_size))
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(trtllm.tensorrt_llm_model_config(
+        str(engine_dir.resolve()), limits, trt_dtype, tp_size, release=release, gpus=gpus))
+    return {"trtllm": {"release": release.container_tag, "version": release.trtllm_version, "image": release.image,
+                       "dtype": trt_dtype, "tp_size": tp_size, "orchestrator": tp_size > 1,
+                       "trtllm_build_command": command}}
 
 
-def _check_args(engine: str, dtype: str, tp_size: int, max_batch_size: int) -> None:
+def _check_args(engine: str, encoder_engine: str, dtype: str, tp_size: int, max_batch_size: int,
+                gpus: tuple[int, ...] | None, dry_run: bool) -> None:
     if engine not in ENGINES:
         raise InvalidInputError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
+    if encoder_engine not in ENCODER_ENGINES:
+        raise InvalidInputError(f"--encoder-engine must be one of {list(ENCODER_ENGINES)}, got {encoder_engine!r}")
     if dtype not in TORCH_DTYPES:
         raise InvalidInputError(f"--dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
     if tp_size < 1 or max_batch_size < 1:
         raise InvalidInputError("--tp-size and --max-batch-size must be >= 1")
     if engine == "torch" and tp_size != 1:
         raise InvalidInputError("--tp-size applies to --engine tensorrt_llm only")
-    if engine == "tensorrt_llm":
+    if gpus is not None and (not gpus or min(gpus) < 0 or len(set(gpus)) != len(gpus)):
+        raise InvalidInputError(f"--gpus must list distinct GPU indices >= 0, got {list(gpus)}")
+    if engine == "tensorrt_llm" and gpus is not None and len(gpus) < tp_size:
+        raise InvalidInputError(f"--gpus lists {len(gpus)} GPUs; a {tp_size}-rank engine (--tp-size) needs {tp_size}")
+    if engine == "tensorrt_llm" and not dry_run:
         trtllm.require_tensorrt_llm()
 
 
@@ -162,34 +192,62 @@ def _load(src: SourceDescription, work: Path, tokenizer: Path, overrides: dict[s
     return model, converted, added
 
 
+def default_encoder_engine(engine: str) -> str:
+    """TensorRT for the encoder next to a TensorRT-LLM decoder, PyTorch otherwise."""
+    return "tensorrt" if engine == "tensorrt_llm" else "torch"
+
+
 def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str = "torch", output: Path,
           vision_tower: Path | None = None, mm_projector: Path | None = None, overrides: dict | None = None,
-          dtype: str = "float32", tp_size: int = 1, max_batch_size: int = 8, progress: bool = True) -> BuildSummary:
+          dtype: str = "float32", tp_size: int = 1, max_batch_size: int = 8, progress: bool = True,
+          encoder_engine: str | None = None, gpus: tuple[int, ...] | None = None, trtllm_release_tag: str | None = None,
+          dry_run: bool = False) -> BuildSummary:
     """Build the model repository at ``output`` from ``checkpoint`` (any layout of :mod:`.sources`).
 
     ``overrides`` sets LITA options by their :class:`~lita_serve.config.LitaOptions` names
     (``video_arch``, ``visual_token_format``, ``sample_frames``, ``num_spatial_frames``,
-    ``spatial_pool``, ``num_time_tokens``, ``projector_type``). Raises CheckpointError for a
-    checkpoint that does not match its config, InvalidInputError for bad arguments and
-    MissingDependencyError when the tensorrt_llm engine is asked for without TensorRT-LLM.
+    ``spatial_pool``, ``num_time_tokens``, ``projector_type``). ``encoder_engine`` picks what
+    serves the vision encoder (:data:`~lita_serve.layout.ENCODER_ENGINES`; default
+    :func:`default_encoder_engine`). ``gpus`` pins the GPU models to those devices (default: Triton
+    places instances on every GPU). ``trtllm_release_tag`` names the TensorRT-LLM container release
+    the repository is for (:mod:`lita_serve.llm.trtllm_release`). ``dry_run`` writes everything
+    but the TensorRT-LLM and TensorRT engines, and needs neither installed.
+
+    Raises CheckpointError for a checkpoint that does not match its config, InvalidInputError for
+    bad arguments and MissingDependencyError when an engine needs a package that is missing.
     """
-    _check_args(engine, dtype, tp_size, max_batch_size)
+    encoder_engine = encoder_engine or default_encoder_engine(engine)
+    gpus = tuple(gpus) if gpus is not None else None
+    _check_args(engine, encoder_engine, dtype, tp_size, max_batch_size, gpus, dry_run)
+    release = trtllm_release(trtllm_release_tag)
     src = describe_source(Path(checkpoint), lita_version=lita_version, vision_tower=vision_tower,
                           mm_projector=mm_projector)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
+    manifest: dict[str, Any] = {"engine": engine, "encoder_engine": encoder_engine, "source": src.label,
+                                "layout": src.layout.value, "dtype": dtype, "tp_size": tp_size,
+                                "max_batch_size": max_batch_size, "gpus": list(gpus) if gpus else None,
+                                "dry_run": dry_run}
+    gpu_models = engine == "tensorrt_llm" or encoder_engine == "tensorrt"
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".lita-build-") as tmp, \
             tqdm(total=4, desc=f"lita build ({src.label})", unit="step", disable=not progress) as bar:
         model, converted, added = _load(src, Path(tmp), Path(tokenizer), overrides, dtype, notes, bar)
         summary = BuildSummary(src.label, engine, output.resolve(), model.config, added, notes=notes)
         bar.set_postfix_str(f"writing {engine} repository")
-        _write_torch(model, converted, output, max_batch_size, summary)
+        _write_torch(model, converted, output, summary)
+        fp16 = dtype != "float32" or engine == "tensorrt_llm"
+        manifest.update(_write_encoder_engine(model, output, encoder_engine, fp16, max_batch_size, dry_run,
+                                              summary, bar))
         if engine == "tensorrt_llm":
-            _write_tensorrt_llm(model, output, dtype, tp_size, max_batch_size, summary, bar)
+            manifest.update(_write_tensorrt_llm(model, output, dtype, tp_size, max_batch_size, release,
+                                                gpus[:tp_size] if gpus else None, dry_run, summary, bar))
+        write_model_repository(output, model.config, Deployment(
+            max_batch_size=max_batch_size, kind="KIND_GPU" if gpu_models else "KIND_CPU",
+            llm_kind="KIND_CPU" if engine == "tensorrt_llm" else ("KIND_GPU" if gpu_models else "KIND_CPU"),
+            gpus=gpus))
         bar.update(1)
-    manifest = {"engine": engine, "source": src.label, "layout": src.layout.value, "dtype": dtype, "tp_size": tp_size,
-                "max_batch_size": max_batch_size, "notes": notes}
+    manifest["notes"] = notes
     (output / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     summary.add("build manifest", output / MANIFEST)
     return summary

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from lita_serve.vision_encoder.encoder import VisualEncoder
+from lita_serve.vision_encoder.runtimes import EMBEDDINGS_OUTPUT as OUTPUT_NAME
+from lita_serve.vision_encoder.runtimes import FRAMES_INPUT as INPUT_NAME
+from lita_serve.vision_encoder.runtimes import OnnxRuntimeEncoder
 from lita_serve.vision_encoder.visual_tokens import pool_visual_tokens
 from lita_serve.errors import MissingDependencyError
-
-INPUT_NAME = "frames"
-OUTPUT_NAME = "embeddings"
 ONNX_OPSET = 17
 
 
@@ -55,13 +55,7 @@ def export_encoder_onnx(encoder: VisualEncoder, path: Path, *, batch_size: int =
 
 def run_onnx(path: Path, frames: torch.Tensor) -> torch.Tensor:
     """Run an exported encoder with onnxruntime on CPU: frames [B,F,3,S,S] -> [B,N_vis,H]."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise MissingDependencyError("running the ONNX encoder needs onnxruntime (pip install onnxruntime)")
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: frames.detach().cpu().numpy()})
-    return torch.from_numpy(out)
+    return OnnxRuntimeEncoder(path)(frames)
 
 
 def build_tensorrt_engine(onnx_path: Path, engine_path: Path, *, frames_shape: tuple[int, int, int, int],

@@ -32,7 +32,9 @@ class Deployment:
     encoder_instances: int = 1
     postprocess_instances: int = 1
     encoder_max_queue_delay_us: int = 2000
-    kind: str = "KIND_CPU"  # KIND_GPU for the encoder/decoder when serving on GPUs
+    kind: str = "KIND_CPU"  # KIND_GPU for the encoder when serving on GPUs
+    llm_kind: str = "KIND_CPU"  # KIND_GPU for the torch decoder on GPUs; CPU when it only forwards (BLS)
+    gpus: tuple[int, ...] | None = None  # pin the GPU instances to these devices; None: every GPU
 
 
 def step_tensors(cfg: LitaConfig) -> dict[str, tuple[list[TensorSpec], list[TensorSpec]]]:
@@ -83,8 +85,11 @@ def _io(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str:
             "output [\n" + ",\n".join(t.pbtxt() for t in outputs) + "\n]\n")
 
 
-def _instances(count: int, kind: str) -> str:
-    return f"instance_group [\n  {{\n    count: {count}\n    kind: {kind}\n  }}\n]\n"
+def _instances(count: int, kind: str, gpus: tuple[int, ...] | None = None) -> str:
+    """``count`` instances of ``kind``. For KIND_GPU, Triton puts ``count`` on every visible GPU
+    unless ``gpus`` names them; each instance learns its device as ``model_instance_device_id``."""
+    pinned = f"\n    gpus: [ {', '.join(str(g) for g in gpus)} ]" if gpus and kind == "KIND_GPU" else ""
+    return f"instance_group [\n  {{\n    count: {count}\n    kind: {kind}{pinned}\n  }}\n]\n"
 
 
 def step_config(name: str, cfg: LitaConfig, dep: Deployment) -> str:
@@ -93,9 +98,9 @@ def step_config(name: str, cfg: LitaConfig, dep: Deployment) -> str:
     if name == "vision_encoder":
         text += ("dynamic_batching {\n"
                  f"  max_queue_delay_microseconds: {dep.encoder_max_queue_delay_us}\n}}\n")
-        text += _instances(dep.encoder_instances, dep.kind)
+        text += _instances(dep.encoder_instances, dep.kind, dep.gpus)
     elif name == "llm":
-        text += "model_transaction_policy {\n  decoupled: true\n}\n" + _instances(1, dep.kind)
+        text += "model_transaction_policy {\n  decoupled: true\n}\n" + _instances(1, dep.llm_kind, dep.gpus)
     elif name == "preprocess":
         text += _instances(dep.preprocess_instances, "KIND_CPU")
     else:

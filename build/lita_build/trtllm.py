@@ -28,11 +28,12 @@ from torch import Tensor
 
 from lita_serve.config import LitaConfig
 from lita_serve.llm.llama import LlamaDecoder
+from lita_serve.llm.trtllm_bls import TABLE_TYPES
+from lita_serve.llm.trtllm_release import TrtllmRelease, trtllm_release
 from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 from lita_serve.errors import CheckpointError, MissingDependencyError
 
-TRTLLM_CONTAINER = "nvcr.io/nvidia/tritonserver:<yy.mm>-trtllm-python-py3"
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+DTYPES = {name: torch_dtype for name, (_, torch_dtype) in TABLE_TYPES.items()}
 
 
 def require_tensorrt_llm() -> None:
@@ -41,8 +42,9 @@ def require_tensorrt_llm() -> None:
         raise MissingDependencyError(
             "--engine tensorrt_llm needs NVIDIA TensorRT-LLM (the `tensorrt_llm` package and its `trtllm-build` "
             "command) on a machine with an NVIDIA GPU: run the build inside NVIDIA's container "
-            f"{TRTLLM_CONTAINER} (`docker compose run build`, see docs/DEPLOY_GPU.md) or `pip install tensorrt-llm` "
-            "from NVIDIA's index; --engine torch needs neither")
+            f"{trtllm_release().image} (`docker compose run build`, see docs/DEPLOY_GPU.md) or `pip install "
+            "tensorrt-llm` from NVIDIA's index; --dry-run writes everything but the engines without it; "
+            "--engine torch needs neither")
 
 
 def trtllm_config(cfg: LitaConfig, dtype: str, tp_size: int) -> dict:
@@ -179,22 +181,34 @@ def _pbtxt_tensor(name: str, dtype: str, dims: str, *, optional: bool = False, r
     return f'  {{\n    name: "{name}"\n    data_type: TYPE_{dtype}\n    dims: [ {dims} ]{extra}\n  }}'
 
 
-def tensorrt_llm_model_config(engine_dir: str, limits: EngineLimits, dtype: str, tp_size: int = 1) -> str:
-    """``config.pbtxt`` of the ``tensorrt_llm`` model, after tensorrtllm_backend's
-    ``all_models/inflight_batcher_llm/tensorrt_llm/config.pbtxt`` (the inputs LITA uses)."""
-    table_type = {"float16": "FP16", "bfloat16": "BF16", "float32": "FP32"}[dtype]
+def tensorrt_llm_model_config(engine_dir: str, limits: EngineLimits, dtype: str, tp_size: int = 1, *,
+                              release: TrtllmRelease | None = None, gpus: tuple[int, ...] | None = None) -> str:
+    """``config.pbtxt`` of the ``tensorrt_llm`` model, after the backend's
+    ``all_models/inflight_batcher_llm/tensorrt_llm/config.pbtxt`` (the inputs LITA uses), with the
+    input names of ``release``.
+
+    ``gpu_device_ids`` lists the GPUs of the engine's ranks (``gpus`` or 0..tp_size-1). With more
+    than one rank the backend runs in orchestrator mode (``TRTLLM_ORCHESTRATOR=1`` in the server's
+    environment): it starts one ``executor_worker_path`` process per rank itself, so plain
+    ``tritonserver`` serves a tensor-parallel engine without an MPI launch.
+    """
+    release = release or trtllm_release()
+    table_type = TABLE_TYPES[dtype][0]
+    device_ids = tuple(gpus) if gpus else tuple(range(tp_size))
+    if len(device_ids) != tp_size:
+        raise CheckpointError(f"--gpus names {len(device_ids)} GPUs for a {tp_size}-rank engine (--tp-size)")
     inputs = [
         _pbtxt_tensor("input_ids", "INT32", "-1", ragged=True),
         _pbtxt_tensor("input_lengths", "INT32", "1", scalar=True),
-        _pbtxt_tensor("request_output_len", "INT32", "1"),
+        _pbtxt_tensor("request_output_len", "INT32", "1", scalar=True),
         _pbtxt_tensor("end_id", "INT32", "1", optional=True, scalar=True),
         _pbtxt_tensor("pad_id", "INT32", "1", optional=True, scalar=True),
         _pbtxt_tensor("temperature", "FP32", "1", optional=True, scalar=True),
         _pbtxt_tensor("runtime_top_k", "INT32", "1", optional=True, scalar=True),
         _pbtxt_tensor("runtime_top_p", "FP32", "1", optional=True, scalar=True),
         _pbtxt_tensor("repetition_penalty", "FP32", "1", optional=True, scalar=True),
-        _pbtxt_tensor("random_seed", "UINT64", "1", optional=True, scalar=True),
-        _pbtxt_tensor("streaming", "BOOL", "1", optional=True),
+        _pbtxt_tensor(release.seed_input, "UINT64", "1", optional=True, scalar=True),
+        _pbtxt_tensor("streaming", "BOOL", "1", optional=True, scalar=True),
         _pbtxt_tensor("prompt_embedding_table", table_type, "-1, -1", optional=True, ragged=True),
         _pbtxt_tensor("prompt_vocab_size", "INT32", "1", optional=True, scalar=True),
     ]
@@ -202,7 +216,8 @@ def tensorrt_llm_model_config(engine_dir: str, limits: EngineLimits, dtype: str,
     params = {"gpt_model_type": "inflight_fused_batching", "gpt_model_path": engine_dir,
               "batch_scheduler_policy": "guaranteed_no_evict", "kv_cache_free_gpu_mem_fraction": "0.85",
               "exclude_input_in_output": "true", "max_beam_width": "1",
-              "gpu_device_ids": ",".join(str(i) for i in range(tp_size))}
+              "gpu_device_ids": ",".join(str(i) for i in device_ids),
+              "executor_worker_path": release.executor_worker_path}
     text = ('name: "tensorrt_llm"\nbackend: "tensorrtllm"\n'
             f"max_batch_size: {limits.max_batch_size}\n"
             "model_transaction_policy {\n  decoupled: true\n}\n"

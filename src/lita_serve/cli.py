@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from lita_serve.errors import LitaError
+from lita_serve.layout import ENCODER_ENGINES
+from lita_serve.llm.trtllm_release import DEFAULT_RELEASE, RELEASES
 from lita_serve.logs import setup_logging
 
 DEFAULT_REPOSITORY = Path("model_repository")
@@ -66,7 +68,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     summary = build(args.checkpoint, args.tokenizer, lita_version=args.lita_version, engine=args.engine,
                     output=args.output, vision_tower=args.vision_tower, mm_projector=args.mm_projector,
                     overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
-                    max_batch_size=args.max_batch_size)
+                    max_batch_size=args.max_batch_size, encoder_engine=args.encoder_engine, gpus=args.gpus,
+                    trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run)
     print(summary.table())
     return 0
 
@@ -85,7 +88,23 @@ def _add_build(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--tp-size", type=int, default=1)
     p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--encoder-engine", choices=list(ENCODER_ENGINES), default=None,
+                   help="what serves the vision encoder (default: tensorrt with --engine tensorrt_llm, else torch)")
+    p.add_argument("--gpus", type=_gpu_list, default=None, metavar="0,1",
+                   help="pin the GPU models to these GPUs (default: instances on every GPU)")
+    p.add_argument("--trtllm-release", choices=sorted(RELEASES), default=DEFAULT_RELEASE,
+                   help="the Triton + TensorRT-LLM container release to build for")
+    p.add_argument("--dry-run", action="store_true",
+                   help="write the repository, the TensorRT-LLM checkpoint and build.json (with the exact "
+                        "trtllm-build command) without building engines; needs no TensorRT-LLM")
     p.set_defaults(func=cmd_build)
+
+
+def _gpu_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus takes GPU indices such as 0,1; got {text!r}") from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ and each model's weights sit in its version folder::
     REPO/tokenizer.model                SentencePiece model with LITA's time tokens
     REPO/vision_encoder/1/weights/      encoder.safetensors  (vision tower + projector)
     REPO/llm/1/weights/                 decoder.safetensors  (LLaMA decoder)
+    REPO/vision_encoder/1/encoder.onnx  the same encoder as ONNX (--encoder-engine onnxruntime|tensorrt)
+    REPO/vision_encoder/1/encoder.plan  ... as a TensorRT engine (--encoder-engine tensorrt)
     REPO/<model>/config.pbtxt, REPO/<model>/1/model.py
 """
 
@@ -26,6 +28,10 @@ BUILD_MANIFEST = "build.json"  # written by `lita build`: which engine, from wha
 TOKENIZER_FILE = "tokenizer.model"
 ENCODER_WEIGHTS = "vision_encoder/1/weights/encoder.safetensors"
 DECODER_WEIGHTS = "llm/1/weights/decoder.safetensors"
+ENCODER_ONNX = "vision_encoder/1/encoder.onnx"
+ENCODER_PLAN = "vision_encoder/1/encoder.plan"
+# What runs the vision encoder step: the PyTorch weights, the ONNX graph, or the TensorRT engine.
+ENCODER_ENGINES = ("torch", "onnxruntime", "tensorrt")
 
 STEPS = ("preprocess", "vision_encoder", "llm", "postprocess")
 MODELS = (*STEPS, ENSEMBLE)
@@ -62,15 +68,29 @@ class RepositoryLayout:
     def decoder_weights(self) -> Path:
         return self.root / DECODER_WEIGHTS
 
+    @property
+    def encoder_onnx(self) -> Path:
+        return self.root / ENCODER_ONNX
+
+    @property
+    def encoder_plan(self) -> Path:
+        return self.root / ENCODER_PLAN
+
     def model_dir(self, name: str) -> Path:
         return self.root / name
 
+    def manifest(self) -> dict:
+        """The build manifest (``build.json``); empty for a repository written without ``lita build``."""
+        path = self.root / BUILD_MANIFEST
+        return json.loads(path.read_text()) if path.is_file() else {}
+
     def engine(self) -> str:
         """``"torch"`` or ``"tensorrt_llm"``, from the build manifest (torch when there is none)."""
-        manifest = self.root / BUILD_MANIFEST
-        if not manifest.is_file():
-            return "torch"
-        return str(json.loads(manifest.read_text()).get("engine", "torch"))
+        return str(self.manifest().get("engine", "torch"))
+
+    def encoder_engine(self) -> str:
+        """One of :data:`ENCODER_ENGINES`, from the build manifest (torch when there is none)."""
+        return str(self.manifest().get("encoder_engine", "torch"))
 
     def load_config(self) -> LitaConfig:
         """The repository's :class:`LitaConfig`; CheckpointError when it was never built."""

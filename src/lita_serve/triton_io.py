@@ -20,6 +20,14 @@ from lita_serve.errors import InvalidInputError, ServerBusyError
 logger = logging.getLogger(__name__)
 
 
+def instance_device(args: dict[str, Any], cuda_available: bool) -> str:
+    """Where a model instance computes: ``cuda:<model_instance_device_id>`` for a GPU instance
+    (Triton spreads KIND_GPU instances over the GPUs and tells each its device), else ``cpu``."""
+    if args.get("model_instance_kind") == "GPU" and cuda_available:
+        return f"cuda:{int(args.get('model_instance_device_id') or 0)}"
+    return "cpu"
+
+
 def single(request: Any, pb_utils: Any, name: str, *, required: bool = True) -> Any:
     """The one element of input ``name`` (shape [1, 1]); None when optional and absent."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)

@@ -39,9 +39,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         tokenizer = LitaTokenizer.from_file(layout.tokenizer_path, self.cfg.lita.num_time_tokens)
         if layout.engine() == "tensorrt_llm":  # generation runs in the tensorrt_llm model (BLS)
-            backend = TensorRTLLMBackend(pb_utils, self.cfg.text.vocab_size, pad_id=max(tokenizer.eos_id, 0))
+            backend = TensorRTLLMBackend.from_manifest(pb_utils, layout.manifest(), self.cfg.text.vocab_size,
+                                                       pad_id=max(tokenizer.eos_id, 0))
         else:
-            device = "cuda" if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available() else "cpu"
+            device = triton_io.instance_device(args, torch.cuda.is_available())
             backend = load_decoder(layout, self.cfg, device=device)
         self.service = DecoderService(backend, tokenizer, self.cfg, max_batch=max(1, config["max_batch_size"])).start()
 

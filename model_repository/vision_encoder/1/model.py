@@ -27,7 +27,7 @@ from lita_serve.feature_cache import FeatureCache, entry_stats  # noqa: E402
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob  # noqa: E402
 from lita_serve import triton_io  # noqa: E402
 from lita_serve.layout import RepositoryLayout  # noqa: E402
-from lita_serve.torch_engine import load_encoder  # noqa: E402
+from lita_serve.vision_encoder.runtimes import load_encoder_runtime  # noqa: E402
 
 
 class CacheMetrics:
@@ -54,9 +54,11 @@ class TritonPythonModel:
     def initialize(self, args):
         layout = RepositoryLayout.from_model_dir(args["model_repository"])
         self.cfg = layout.load_config()
-        device = "cuda" if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available() else "cpu"
+        device = triton_io.instance_device(args, torch.cuda.is_available())
         cache = FeatureCache.for_repository(layout.root, self.cfg)
-        self.encoder = CachedEncoder(load_encoder(layout, self.cfg, device=device), self.cfg, cache)
+        # torch weights, encoder.onnx (onnxruntime) or encoder.plan (TensorRT): as built
+        self.encoder = CachedEncoder(load_encoder_runtime(layout, self.cfg, device=device), self.cfg, cache)
+        self.engine = layout.encoder_engine()
         self.metrics = CacheMetrics()
 
     def _job(self, request):
@@ -83,6 +85,8 @@ class TritonPythonModel:
             self.metrics.count(result.stats.get("cache"))
             stats = triton_io.stats_in(request, pb_utils)
             stats.update(result.stats)
+            if "encode_ms" in result.stats:  # encoded here, not taken from the cache
+                stats["encoder_engine"] = self.engine
             responses.append(pb_utils.InferenceResponse([
                 pb_utils.Tensor("EMBEDDINGS", result.embeddings[None]),  # [1, N_vis, H]
                 triton_io.bytes_tensor(pb_utils, "STATS_OUT", json.dumps(stats)),

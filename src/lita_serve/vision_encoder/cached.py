@@ -19,6 +19,7 @@ import torch
 from lita_serve.config import LitaConfig
 from lita_serve.feature_cache import FeatureCache
 from lita_serve.preprocess.frame_sampling import normalization_affine
+from lita_serve.vision_encoder.runtimes import placement
 
 
 @dataclass
@@ -40,14 +41,14 @@ class EncodeResult:
 
 
 class CachedEncoder:
-    """Wraps a :class:`~lita_serve.vision_encoder.VisualEncoder` with a :class:`FeatureCache`."""
+    """Wraps an encoder (a :class:`~lita_serve.vision_encoder.encoder.VisualEncoder` or one of
+    :mod:`~lita_serve.vision_encoder.runtimes`) with a :class:`FeatureCache`."""
 
-    def __init__(self, encoder: torch.nn.Module, cfg: LitaConfig, cache: FeatureCache) -> None:
+    def __init__(self, encoder, cfg: LitaConfig, cache: FeatureCache) -> None:
         self.encoder = encoder
         self.cfg = cfg
         self.cache = cache
-        weight = next(encoder.parameters())
-        self.device, self.dtype = weight.device, weight.dtype
+        self.device, self.dtype = placement(encoder)
         scale, offset = normalization_affine(cfg.vision.image_mean, cfg.vision.image_std)  # [1, 3, 1, 1]
         self.scale = torch.from_numpy(scale[None]).to(self.device)  # [1, 1, 3, 1, 1]
         self.offset = torch.from_numpy(offset[None]).to(self.device)
