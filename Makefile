@@ -13,7 +13,7 @@ PERF_VENV ?= .venv-perf
 PERF_STAMP := $(PERF_VENV)/.installed
 export LITA_PERF_ANALYZER := $(abspath $(PERF_VENV))/bin/perf_analyzer
 
-.PHONY: setup perf-tools load-deps media-deps test demo serve eval bench load soak rss clean
+.PHONY: setup perf-tools load-deps media-deps test demo serve eval bench load soak rss gpu-check clean
 
 # The server package (runtime core + build step) and the client distribution it takes its
 # contract from, both editable.
@@ -70,6 +70,14 @@ soak: setup
 # Resident memory of every model process of a running demo server.
 rss: setup $(REPO)/lita.json
 	$(BIN)/lita rss --repository $(REPO)
+
+# On a CUDA machine, with that machine's own Python and torch (no setup, nothing downloaded):
+# torch engine on CUDA against the CPU reference, and LITA-13B figures; exits 2 without CUDA.
+GPU_PYTHON ?= python3
+GPU_BANDWIDTH_TBS ?= 4.8
+gpu-check:
+	PYTHONPATH=src:client:build:. $(GPU_PYTHON) -m benchmarks.gpu_check --bandwidth-tbs $(GPU_BANDWIDTH_TBS) \
+		--out artifacts/gpu_check.json
 
 clean:
 	rm -rf $(VENV) $(PERF_VENV) artifacts

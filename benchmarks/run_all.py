@@ -12,11 +12,12 @@ import math
 import time
 from typing import Any
 
-from benchmarks import decode_speed, frame_sampling, serving
+from benchmarks import decode_speed, encoder_engines, frame_sampling, serving
 from benchmarks.common import ARTIFACTS, machine_note
 from lita_serve.feature_cache import temporary_cache_root
 
-BENCHMARKS = {"frame_sampling": frame_sampling.run, "decode": decode_speed.run, "serving": serving.run}
+BENCHMARKS = {"frame_sampling": frame_sampling.run, "decode": decode_speed.run, "encoder": encoder_engines.run,
+              "serving": serving.run}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import gpu_13b
+from benchmarks import gpu_13b, gpu_check
 from benchmarks.common import compare
 
 
@@ -41,3 +41,22 @@ def test_lita_13b_weight_bytes_match_vicuna_13b_size():
 def test_compare_ratio_is_how_many_times_better():
     assert compare("t", "base", 2.0, 1.0, "s")["ratio"] == pytest.approx(2.0)
     assert compare("r", "base", 10.0, 15.0, "tok/s", higher_is_better=True)["ratio"] == pytest.approx(1.5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_gpu_check_without_cuda_exits_2_with_one_line(capsys):
+    assert gpu_check.main(["--out", "unused.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "CUDA is not available" in err
+
+
+def test_gpu_check_parity_runs_on_cpu(tmp_path):
+    """The parity step itself, with the CPU standing in for the GPU: fp32 is token-exact with itself,
+    the reduced precisions stay within the logit tolerance."""
+    from lita_serve.demo import build_demo_repository
+
+    repo = build_demo_repository(tmp_path / "repo", progress=False)
+    report = gpu_check.parity(repo, device="cpu")
+    assert report["float32"]["token_exact"] and report["float32"]["embeddings_max_abs_diff"] == 0
+    assert report["float16"]["ok"] and report["bfloat16"]["ok"], report
+    assert report["reference_ids"], "the demo model answers"

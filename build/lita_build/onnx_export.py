@@ -8,6 +8,7 @@ Triton model, so a TensorRT engine built from it can replace the PyTorch encoder
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -46,7 +47,8 @@ def export_encoder_onnx(encoder: VisualEncoder, path: Path, *, batch_size: int =
     example = torch.zeros(batch_size, frames, 3, size, size, dtype=weight.dtype, device=weight.device)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape checks that are constant for this export
         torch.onnx.export(_UnchunkedEncoder(encoder.eval()), (example,), str(path), dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})

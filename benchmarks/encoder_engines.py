@@ -1,0 +1,74 @@
+"""Vision encoder on the CPU: the exported ONNX graph in onnxruntime (``--encoder-engine
+onnxruntime``) against the PyTorch encoder (the default), same weights, same frames.
+
+The model is the demo checkpoint's encoder (what ``make demo`` serves): one request is
+``sample_frames`` frames; a batch of 8 is what the encoder step's dynamic batching forms under
+load. Wall time is the best of interleaved runs; CPU time is this process's CPU seconds over the
+same runs (both runtimes use the same thread count).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import compare, machine_note
+
+
+def _best(fns: dict, repeat: int) -> dict[str, tuple[float, float]]:
+    """Best wall seconds and mean CPU seconds per call of each function, interleaved."""
+    for fn in fns.values():
+        fn()
+    wall = {name: float("inf") for name in fns}
+    cpu = {name: 0.0 for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name] = min(wall[name], time.perf_counter() - w0)
+            cpu[name] += (time.process_time() - c0) / repeat
+    return {name: (wall[name], cpu[name]) for name in fns}
+
+
+def run(short: bool = False) -> list[dict[str, Any]]:
+    from lita_build.builder import build  # noqa: PLC0415
+    from lita_serve.layout import RepositoryLayout  # noqa: PLC0415
+    from lita_serve.resources import demo_assets  # noqa: PLC0415
+    from lita_serve.torch_engine import load_encoder  # noqa: PLC0415
+    from lita_serve.vision_encoder.runtimes import load_encoder_runtime  # noqa: PLC0415
+
+    print(machine_note())
+    results = []
+    with tempfile.TemporaryDirectory(prefix="lita-bench-encoder-") as tmp:
+        assets = demo_assets()
+        repo = Path(tmp) / "repo"
+        build(assets, assets / "tokenizer.model", lita_version="1.0", output=repo, encoder_engine="onnxruntime",
+              progress=False)
+        layout = RepositoryLayout.of(repo)
+        cfg = layout.load_config()
+        torch_encoder = load_encoder(layout, cfg, device="cpu")
+        onnx_encoder = load_encoder_runtime(layout, cfg)
+        size = cfg.vision.image_size
+        for batch in (1, 8):
+            frames = torch.randn(batch, cfg.lita.sample_frames, 3, size, size)  # [B, F, 3, S, S]
+
+            def with_torch(frames=frames):
+                with torch.inference_mode():
+                    return torch_encoder(frames)
+
+            best = _best({"torch": with_torch, "onnxruntime": lambda frames=frames: onnx_encoder(frames)},
+                         repeat=5 if short else 15)
+            label = f"encoder onnxruntime, {batch} x {cfg.lita.sample_frames} frames ({size}px)"
+            results.append(compare(f"{label}, wall", "torch", best["torch"][0] * 1e3, best["onnxruntime"][0] * 1e3,
+                                   "ms"))
+            results.append(compare(f"{label}, CPU", "torch", best["torch"][1] * 1e3, best["onnxruntime"][1] * 1e3,
+                                   "ms"))
+    return results
+
+
+if __name__ == "__main__":
+    run()
