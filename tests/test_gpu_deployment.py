@@ -140,3 +140,19 @@ def test_gpus_flag_is_checked() -> None:
     proc = subprocess.run([sys.executable, "-m", "lita_serve.cli", "build", "--checkpoint", "x", "--tokenizer", "y",
                            "--lita-version", "1.0", "--gpus", "0,a"], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--gpus takes GPU indices" in proc.stderr
+
+
+def test_compose_and_image_follow_the_release_table() -> None:
+    """docker-compose.yml and build/Dockerfile default to the table's release, pass it to the build,
+    and run the server in orchestrator mode (multi-rank engines without an MPI launch)."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    tag = DEFAULT_RELEASE
+    assert compose["services"]["serve"]["image"] == f"lita-serve:trtllm-${{TRITON_TAG:-{tag}}}"
+    assert f"--trtllm-release ${{TRITON_TAG:-{tag}}}" in compose["services"]["build"]["command"]
+    assert compose["services"]["serve"]["environment"]["TRTLLM_ORCHESTRATOR"] == "1"
+    dockerfile = (ROOT / "build" / "Dockerfile").read_text()
+    assert f"ARG TRITON_TAG={tag}\n" in dockerfile and "${TRITON_TAG}-trtllm-python-py3" in dockerfile
+    docs = (ROOT / "docs" / "DEPLOY_GPU.md").read_text()
+    assert trtllm_release().image in docs and f"TensorRT-LLM {trtllm_release().trtllm_version}" in docs
