@@ -61,3 +61,22 @@ def triton_server(tiny_repo):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_repo(tmp_path_factory) -> Path:
+    """The committed demo model (trained, it really localizes), built as `make demo` builds it."""
+    from lita_serve.demo import build_demo_repository
+
+    return build_demo_repository(tmp_path_factory.mktemp("demo_repo") / "repo", progress=False)
+
+
+@pytest.fixture(scope="session")
+def demo_server(demo_repo):
+    """The real tritonserver serving the demo repository; stopped at the end."""
+    server = TritonServer(demo_repo, ports=Ports.free())
+    server.start(timeout=240)
+    try:
+        yield server
+    finally:
+        server.stop()

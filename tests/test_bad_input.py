@@ -33,6 +33,7 @@ VALID = {
     "repetition_penalty": (1.0, np.float32, np.bool_),
     "seed": (7, np.int64, np.int32),
     "greedy": (True, np.bool_, np.int32),
+    "logprobs": (2, np.int32, np.float32),
     "stream": (False, np.bool_, np.float32),
 }
 

@@ -103,6 +103,16 @@ def test_server_package_installed_runs_the_demo_from_an_unrelated_folder(tmp_pat
     assert checked.strip() == "ok", checked
     assert _git_status() == before
 
+    # The core package (build step included) on numpy 2, as in NVIDIA's current containers; only the
+    # serve extra's bundled server pins numpy<2.
+    _run([python, "-m", "pip", "install", "-q", "numpy>=2"], env=env)
+    assert _run([python, "-c", "import numpy; print(numpy.__version__)"], env=env).startswith("2.")
+    dry = elsewhere / "gpu_repo"
+    _run([tmp_path / "venv" / "bin" / "lita", "build", "--checkpoint", ROOT / "assets" / "demo", "--tokenizer",
+          ROOT / "assets" / "demo" / "tokenizer.model", "--lita-version", "1.0", "--engine", "tensorrt_llm",
+          "--encoder-engine", "torch", "--dtype", "bfloat16", "--dry-run", "--output", dry], cwd=elsewhere, env=env)
+    assert (dry / "tensorrt_llm" / "config.pbtxt").is_file() and (dry / "build.json").is_file()
+
 
 @pytest.mark.server
 def test_light_steps_never_load_torch_and_stay_small(triton_server, tiny_repo, sample_videos):

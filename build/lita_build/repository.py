@@ -66,16 +66,19 @@ def step_tensors(cfg: LitaConfig) -> dict[str, tuple[list[TensorSpec], list[Tens
              TensorSpec("DURATION", "FP32", (1,)), TensorSpec("STATS", "STRING", (1,)), *sampling],
             [TensorSpec("OUTPUT_IDS", "INT32", (-1,)), TensorSpec("NEW_TOKENS", "INT32", (1,)),
              TensorSpec("DURATION_OUT", "FP32", (1,)), TensorSpec("STATS_OUT", "STRING", (1,)),
-             TensorSpec("NUM_INPUT_TOKENS", "INT32", (1,)), TensorSpec("IS_FINAL", "BOOL", (1,))],
+             TensorSpec("NUM_INPUT_TOKENS", "INT32", (1,)), TensorSpec("IS_FINAL", "BOOL", (1,)),
+             TensorSpec("TOKEN_LOGPROBS", "STRING", (1,))],  # JSON, one entry per id ("[]": not asked)
         ),
         "postprocess": (
             [TensorSpec("OUTPUT_IDS", "INT32", (-1,)), TensorSpec("NEW_TOKENS", "INT32", (1,)),
              TensorSpec("DURATION", "FP32", (1,)), TensorSpec("STATS", "STRING", (1,)),
-             TensorSpec("NUM_INPUT_TOKENS", "INT32", (1,)), TensorSpec("IS_FINAL", "BOOL", (1,))],
+             TensorSpec("NUM_INPUT_TOKENS", "INT32", (1,)), TensorSpec("IS_FINAL", "BOOL", (1,)),
+             TensorSpec("TOKEN_LOGPROBS", "STRING", (1,))],
             [TensorSpec("TEXT", "STRING", (1,)), TensorSpec("RAW_TEXT", "STRING", (1,)),
              TensorSpec("SEGMENTS", "STRING", (1,)), TensorSpec("DURATION_OUT", "FP32", (1,)),
              TensorSpec("NUM_INPUT_TOKENS_OUT", "INT32", (1,)), TensorSpec("NUM_OUTPUT_TOKENS", "INT32", (1,)),
-             TensorSpec("IS_FINAL_OUT", "BOOL", (1,)), TensorSpec("STATS_OUT", "STRING", (1,))],
+             TensorSpec("IS_FINAL_OUT", "BOOL", (1,)), TensorSpec("STATS_OUT", "STRING", (1,)),
+             TensorSpec("LOGPROBS", "STRING", (1,))],
         ),
     }
 
@@ -133,12 +136,15 @@ def ensemble_config(dep: Deployment) -> str:
         _step("llm", {"QUESTION": "text_input", "PROMPT_EMBEDDING_TABLE": "_embeddings", "DURATION": "_duration",
                       "STATS": "_stats_enc", **sampling},
               {"OUTPUT_IDS": "_ids", "NEW_TOKENS": "_new", "DURATION_OUT": "_duration_llm",
-               "STATS_OUT": "_stats_llm", "NUM_INPUT_TOKENS": "_n_in", "IS_FINAL": "_final"}),
+               "STATS_OUT": "_stats_llm", "NUM_INPUT_TOKENS": "_n_in", "IS_FINAL": "_final",
+               "TOKEN_LOGPROBS": "_logprobs"}),
         _step("postprocess", {"OUTPUT_IDS": "_ids", "NEW_TOKENS": "_new", "DURATION": "_duration_llm",
-                              "STATS": "_stats_llm", "NUM_INPUT_TOKENS": "_n_in", "IS_FINAL": "_final"},
+                              "STATS": "_stats_llm", "NUM_INPUT_TOKENS": "_n_in", "IS_FINAL": "_final",
+                              "TOKEN_LOGPROBS": "_logprobs"},
               {"TEXT": "text_output", "RAW_TEXT": "raw_text_output", "SEGMENTS": "segments",
                "DURATION_OUT": "video_duration", "NUM_INPUT_TOKENS_OUT": "num_input_tokens",
-               "NUM_OUTPUT_TOKENS": "num_output_tokens", "IS_FINAL_OUT": "is_final", "STATS_OUT": "stats"}),
+               "NUM_OUTPUT_TOKENS": "num_output_tokens", "IS_FINAL_OUT": "is_final", "STATS_OUT": "stats",
+               "LOGPROBS": "token_logprobs"}),
     ]
     return (f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: {dep.max_batch_size}\n' + _io(inputs, outputs)
             + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n")

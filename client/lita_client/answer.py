@@ -25,6 +25,10 @@ class Chunk:
     num_output_tokens: int
     is_final: bool
     stats: dict[str, Any]
+    # The segments as the server sent them: start and end, and with logprobs start_prob, end_prob,
+    # start_mean, start_std, end_mean, end_std (seconds).
+    segment_details: list[dict[str, float]] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # this response's new tokens (with logprobs)
 
 
 @dataclass
@@ -39,6 +43,20 @@ class Answer:
     num_output_tokens: int
     stats: dict[str, Any] = field(default_factory=dict)  # server-side timings (decode_ms, ttft_ms, ...)
     timings: dict[str, float] = field(default_factory=dict)  # client-side: first_response_ms, total_ms
+    segment_details: list[dict[str, float]] = field(default_factory=list)  # see Chunk.segment_details
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # every generated token's, when asked for
+
+    def confidence_lines(self) -> list[str]:
+        """``segment 1: 6.1 s (p 0.82, 6.2 ± 0.3 s) to 14.5 s (p 0.61, 14.3 ± 0.6 s)`` per segment that
+        carries a confidence (requests with logprobs)."""
+        lines = []
+        for i, seg in enumerate(self.segment_details, 1):
+            if "start_std" not in seg:
+                continue
+            ends = [f"{seg[e]:.1f} s (p {seg[e + '_prob']:.2f}, {seg[e + '_mean']:.1f} ± {seg[e + '_std']:.1f} s)"
+                    for e in ("start", "end")]
+            lines.append(f"segment {i}: {ends[0]} to {ends[1]}")
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -58,6 +76,7 @@ class AnswerBuilder:
         self._first: float | None = None
         self._text: list[str] = []
         self._raw: list[str] = []
+        self._logprobs: list[dict[str, Any]] = []
         self.last: Chunk | None = None
 
     @property
@@ -74,6 +93,7 @@ class AnswerBuilder:
             self._first = time.perf_counter()
         self._text.append(chunk.text)
         self._raw.append(chunk.raw_text)
+        self._logprobs.extend(chunk.logprobs)
         self.last = chunk
 
     def answer(self) -> Answer:
@@ -84,4 +104,5 @@ class AnswerBuilder:
         timings = {"first_response_ms": round(((self._first or end) - self._start) * 1e3, 3),
                    "total_ms": round((end - self._start) * 1e3, 3)}
         return Answer("".join(self._text), "".join(self._raw), list(last.segments), last.duration,
-                      last.num_input_tokens, last.num_output_tokens, dict(last.stats), timings)
+                      last.num_input_tokens, last.num_output_tokens, dict(last.stats), timings,
+                      [dict(d) for d in last.segment_details], list(self._logprobs))

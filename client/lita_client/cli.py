@@ -63,6 +63,10 @@ def _sampling_parser() -> argparse.ArgumentParser:
         flag, dtype = "--" + name.replace("_", "-"), sampling_dtype(name)
         if dtype == "BOOL":
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        elif name == "logprobs":  # `--logprobs` alone: the chosen tokens' only; `--logprobs 5`: and 5 alternatives
+            group.add_argument(flag, dest=name, type=int, nargs="?", const=0, default=None, metavar="N",
+                               help=f"token log-probabilities and a confidence for every time; N alternatives "
+                                    f"per token, {SAMPLING_RANGES[name].describe()}")
         else:
             group.add_argument(flag, dest=name, type=_FLAG_TYPES[dtype], default=None, metavar=dtype,
                                help=SAMPLING_RANGES[name].describe() if name in SAMPLING_RANGES else None)
@@ -115,6 +119,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if not args.stream:
             answer = client.ask(args.video, args.question, duration=args.duration, **_sampling(args))
             _print(answer.to_json() if args.json else answer.text)
+            if not args.json:
+                for line in answer.confidence_lines():
+                    _print(line)
             return EXIT_OK
         stream = client.stream(args.video, args.question, duration=args.duration, **_sampling(args))
         for piece in stream:

@@ -40,8 +40,12 @@ SAMPLING_INPUTS = {
     "repetition_penalty": ("REPETITION_PENALTY", "FP32"),
     "seed": ("SEED", "INT64"),
     "greedy": ("GREEDY", "BOOL"),
+    # Token log-probabilities: absent = none; N >= 0 = each generated token's log-probability and
+    # its N most likely alternatives, plus a confidence for every time in the segments.
+    "logprobs": ("LOGPROBS", "INT32"),
     "stream": ("STREAM", "BOOL"),
 }
+MAX_TOP_LOGPROBS = 20
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ SAMPLING_RANGES = {
     "top_p": ValueRange(0, 1, low_open=True),
     "repetition_penalty": ValueRange(0, low_open=True),
     "seed": ValueRange(0, 2**63, high_open=True),
+    "logprobs": ValueRange(0, MAX_TOP_LOGPROBS),
 }
 
 
@@ -106,7 +111,13 @@ def ensemble_tensors() -> tuple[list[TensorSpec], list[TensorSpec]]:
 OUTPUTS = {
     "text_output": "STRING",  # new text since the previous response, times as seconds
     "raw_text_output": "STRING",  # the same with LITA's <tK> tokens
-    "segments": "STRING",  # JSON [{"start": s, "end": s}, ...] of the answer so far
+    # JSON [{"start": s, "end": s}, ...] of the answer so far; with logprobs each segment also has
+    # start_prob/end_prob (probability of the chosen time token) and start_mean/start_std,
+    # end_mean/end_std (seconds, under the model's distribution over the time tokens there).
+    "segments": "STRING",
+    # JSON [{"token": piece, "logprob": x, "top": [{"token": piece, "logprob": x}, ...]}, ...] for
+    # the new tokens of this response; [] unless logprobs was asked for.
+    "token_logprobs": "STRING",
     "video_duration": "FP32",  # seconds the times refer to
     "num_input_tokens": "INT32",
     "num_output_tokens": "INT32",

@@ -95,9 +95,13 @@ def _text(value: Any) -> str:
 def parse_chunk(result: Any) -> Chunk:
     """A :class:`Chunk` from one tritonclient ``InferResult`` of the ensemble."""
     try:
-        segments = [(float(s["start"]), float(s["end"])) for s in json.loads(_text(_one(result, "segments")) or "[]")]
+        details = [{k: float(v) for k, v in s.items()} for s in json.loads(_text(_one(result, "segments")) or "[]")]
+        segments = [(d["start"], d["end"]) for d in details]
         stats = json.loads(_text(_one(result, "stats")) or "{}")
-    except (ValueError, TypeError, KeyError) as exc:
+        # a server from before log-probabilities has no such output
+        logprobs = json.loads(_text(_one(result, "token_logprobs")) or "[]") \
+            if result.as_numpy("token_logprobs") is not None else []
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ServerError(f"server error: malformed segments/stats in response: {exc}") from exc
     return Chunk(
         text=_text(_one(result, "text_output")),
@@ -108,4 +112,6 @@ def parse_chunk(result: Any) -> Chunk:
         num_output_tokens=int(_one(result, "num_output_tokens")),
         is_final=bool(_one(result, "is_final")),
         stats=dict(stats),
+        segment_details=details,
+        logprobs=list(logprobs),
     )

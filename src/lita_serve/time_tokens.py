@@ -95,6 +95,8 @@ class Segment:
 
     start: float
     end: float
+    # Which valid time tokens of the text (their order of appearance) give the start and the end.
+    tokens: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)
 
     @property
     def is_point(self) -> bool:
@@ -165,10 +167,11 @@ def _pair(text: str, found: list[_Found]) -> list[Segment]:
         cur = found[i]
         if i + 1 < len(found) and _PAIR_GAP_RE.fullmatch(text[cur.end:found[i + 1].start]):
             nxt = found[i + 1]
-            segments.append(Segment(min(cur.seconds, nxt.seconds), max(cur.seconds, nxt.seconds)))
+            order = (i, i + 1) if cur.seconds <= nxt.seconds else (i + 1, i)
+            segments.append(Segment(min(cur.seconds, nxt.seconds), max(cur.seconds, nxt.seconds), order))
             i += 2
         else:
-            segments.append(Segment(cur.seconds, cur.seconds))
+            segments.append(Segment(cur.seconds, cur.seconds, (i, i)))
             i += 1
     return segments
 

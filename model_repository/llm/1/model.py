@@ -77,6 +77,8 @@ class TritonPythonModel:
                 triton_io.bytes_tensor(pb_utils, "STATS_OUT", json.dumps(event.stats)),
                 pb_utils.Tensor("NUM_INPUT_TOKENS", np.array([[event.num_input_tokens]], dtype=np.int32)),
                 pb_utils.Tensor("IS_FINAL", np.array([[event.final]], dtype=np.bool_)),
+                triton_io.bytes_tensor(pb_utils, "TOKEN_LOGPROBS",
+                                       json.dumps([t.to_json() for t in event.logprobs or []])),
             ]), flags=flags)
         return emit
 

@@ -15,9 +15,12 @@ for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
         site.addsitedir(_path)
 sys.path[:] = [p for p in sys.path if p not in _base] + _base
 
+import json  # noqa: E402
+
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
+from lita_serve.logprobs import TokenLogprobs  # noqa: E402
 from lita_serve.postprocess.render import Renderer  # noqa: E402
 from lita_serve import triton_io  # noqa: E402
 from lita_serve.layout import RepositoryLayout  # noqa: E402
@@ -39,7 +42,10 @@ class TritonPythonModel:
             ids = triton_io.array(request, pb_utils, "OUTPUT_IDS").reshape(-1).tolist()
             new = int(triton_io.single(request, pb_utils, "NEW_TOKENS"))
             duration = float(triton_io.single(request, pb_utils, "DURATION"))
-            chunk = self.renderer.render(ids, new, duration)
+            logprobs = triton_io.single(request, pb_utils, "TOKEN_LOGPROBS", required=False)
+            entries = json.loads(triton_io.text(logprobs, "TOKEN_LOGPROBS")) if logprobs is not None else []
+            chunk = self.renderer.render(ids, new, duration,
+                                         [TokenLogprobs.from_json(e) for e in entries] if entries else None)
             stats = triton_io.single(request, pb_utils, "STATS")
             n_in = triton_io.single(request, pb_utils, "NUM_INPUT_TOKENS")
             final = triton_io.single(request, pb_utils, "IS_FINAL")
@@ -54,4 +60,5 @@ class TritonPythonModel:
             pb_utils.Tensor("NUM_OUTPUT_TOKENS", np.array([[len(ids)]], dtype=np.int32)),
             pb_utils.Tensor("IS_FINAL_OUT", np.array([[final]], dtype=np.bool_)),
             triton_io.bytes_tensor(pb_utils, "STATS_OUT", stats),
+            triton_io.bytes_tensor(pb_utils, "LOGPROBS", chunk.logprobs_json()),
         ])

@@ -15,6 +15,8 @@ from torch import Tensor
 
 from lita_serve.llm.llama import LlamaDecoder
 from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.llm.token_logprobs import token_logprobs
+from lita_serve.logprobs import TokenLogprobs
 from lita_serve.llm.token_sampling import make_generator, sample_next
 from lita_serve.errors import InvalidInputError, LimitExceededError
 
@@ -27,6 +29,10 @@ class GenerationRequest:
     prompt_table: Tensor | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
     on_token: Callable[[int], None] | None = None
+    # With params.logprobs set: called with each token's log-probabilities before on_token;
+    # time_ids [N] are the ids of the time tokens, whose distribution it also reports.
+    on_logprobs: Callable[[TokenLogprobs], None] | None = None
+    time_ids: Tensor | None = None
 
 
 def generate(decoder: LlamaDecoder, input_ids: list[int], prompt_table: Tensor | None, params: SamplingParams,
@@ -113,6 +119,8 @@ def _choose(logits: Tensor, requests: Sequence[GenerationRequest], gens: list[to
         outputs[b].append(token)
         history[b].append(token)
         tokens[b] = token
+        if r.on_logprobs is not None and r.params.logprobs is not None:
+            r.on_logprobs(token_logprobs(logits[b], token, r.params.logprobs, r.time_ids))
         if r.on_token is not None:
             r.on_token(token)
         if len(outputs[b]) >= r.params.max_tokens:

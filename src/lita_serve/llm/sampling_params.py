@@ -20,6 +20,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     seed: int | None = None
     greedy: bool = True
+    logprobs: int | None = None  # None: off; N: each token's log-probability and its top N alternatives
 
     @property
     def is_greedy(self) -> bool:
@@ -30,7 +31,7 @@ class SamplingParams:
 
         Value ranges come from the client-server contract (:data:`SAMPLING_RANGES`).
         """
-        for name in ("max_tokens", "top_k", "seed"):
+        for name in ("max_tokens", "top_k", "seed", "logprobs"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise InvalidInputError(f"{name} must be an integer, got {value!r}")

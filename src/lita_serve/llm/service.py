@@ -28,6 +28,7 @@ from lita_serve.conversation import check_question
 from lita_serve.llm.generate import GenerationRequest, generate_batch
 from lita_serve.llm.llama import LlamaDecoder
 from lita_serve.llm.sampling_params import SamplingParams
+from lita_serve.logprobs import TokenLogprobs
 from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 from lita_serve.errors import InvalidInputError, ServerBusyError
 from lita_serve.prompt import build_input_ids
@@ -47,6 +48,7 @@ class DecodeEvent:
     duration: float
     stats: dict[str, float]
     error: Exception | None = None
+    logprobs: list[TokenLogprobs] | None = None  # one per id so far, when the request asked for them
 
 
 @dataclass
@@ -67,6 +69,7 @@ class DecodeBackend(Protocol):
     prompt table in the engine's format, and batched generation with per-token callbacks."""
 
     vocab_size: int
+    supports_logprobs: bool
 
     def table(self, prompt_table: np.ndarray) -> Any: ...
 
@@ -75,6 +78,8 @@ class DecodeBackend(Protocol):
 
 class TorchBackend:
     """The PyTorch decoder (CPU or CUDA)."""
+
+    supports_logprobs = True
 
     def __init__(self, decoder: LlamaDecoder) -> None:
         self.decoder = decoder
@@ -99,6 +104,7 @@ class DecoderService:
         self.max_batch = max_batch
         self.expected_visual_tokens = num_visual_tokens(cfg)
         self.max_concurrent = int(cfg.limits.max_concurrent_requests)
+        self.time_ids = torch.tensor(tokenizer.time_token_ids, dtype=torch.long)  # [N]
         self._queue: queue.Queue[DecodeJob | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._in_flight = 0
@@ -114,6 +120,9 @@ class DecoderService:
             raise InvalidInputError(
                 f"prompt embedding table must be [{self.expected_visual_tokens}, {self.cfg.text.hidden_size}], "
                 f"got {list(table.shape)}")
+        if params.logprobs is not None and not getattr(self.backend, "supports_logprobs", False):
+            raise InvalidInputError("logprobs are not available with this repository's engine "
+                                    f"({type(self.backend).__name__}); the torch engine serves them")
         check_question(question, self.cfg.limits.max_question_chars)
         ids = build_input_ids(self.tokenizer, question, table.shape[0], self.backend.vocab_size,
                               self.cfg.lita.visual_token_format, duration,
@@ -126,6 +135,7 @@ class DecoderService:
         """Generate for ``jobs`` as one batch, emitting their events."""
         start = time.perf_counter()
         outputs: list[list[int]] = [[] for _ in jobs]
+        logprobs: list[list[TokenLogprobs] | None] = [[] if j.params.logprobs is not None else None for j in jobs]
         first: list[float | None] = [None] * len(jobs)
 
         def on_token(i: int) -> Callable[[int], None]:
@@ -134,10 +144,14 @@ class DecoderService:
                 if first[i] is None:
                     first[i] = time.perf_counter()
                 if jobs[i].stream:
-                    self._emit(jobs[i], outputs[i], 1, final=False)
+                    self._emit(jobs[i], outputs[i], 1, final=False, logprobs=logprobs[i])
             return cb
 
-        requests = [GenerationRequest(j.input_ids, j.prompt_table, j.params, on_token(i)) for i, j in enumerate(jobs)]
+        def on_logprobs(i: int) -> Callable[[TokenLogprobs], None] | None:
+            return None if logprobs[i] is None else logprobs[i].append
+
+        requests = [GenerationRequest(j.input_ids, j.prompt_table, j.params, on_token(i), on_logprobs(i),
+                                      self.time_ids) for i, j in enumerate(jobs)]
         try:
             self.backend.generate(requests, self.tokenizer.eos_id)
         except Exception as exc:  # fail this batch's requests only
@@ -156,11 +170,14 @@ class DecoderService:
             })
             n = len(outputs[i])
             self._finish(job, DecodeEvent(list(outputs[i]), 0 if job.stream else n, True, len(job.input_ids),
-                                          job.duration, job.stats))
+                                          job.duration, job.stats,
+                                          logprobs=None if logprobs[i] is None else list(logprobs[i])))
 
     @staticmethod
-    def _emit(job: DecodeJob, ids: list[int], new: int, final: bool) -> None:
-        job.emit(DecodeEvent(list(ids), new, final, len(job.input_ids), job.duration, job.stats))
+    def _emit(job: DecodeJob, ids: list[int], new: int, final: bool,
+              logprobs: list[TokenLogprobs] | None = None) -> None:
+        job.emit(DecodeEvent(list(ids), new, final, len(job.input_ids), job.duration, job.stats,
+                             logprobs=None if logprobs is None else list(logprobs)))
 
     def _finish(self, job: DecodeJob, event: DecodeEvent) -> None:
         """Emit ``job``'s final event and release its admission slot, even if emitting fails."""

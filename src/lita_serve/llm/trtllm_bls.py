@@ -120,6 +120,8 @@ class TensorRTLLMBackend:
     own thread and streams back independently.
     """
 
+    supports_logprobs = False  # the engine's log-probabilities are not forwarded yet
+
     def __init__(self, pb_utils: Any, vocab_size: int, pad_id: int, *, dtype: str = "float16",
                  release: TrtllmRelease | None = None, max_parallel: int = 64) -> None:
         if dtype not in TABLE_TYPES:
