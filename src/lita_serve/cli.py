@@ -66,7 +66,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     summary = build(args.checkpoint, args.tokenizer, lita_version=args.lita_version, engine=args.engine,
                     output=args.output, vision_tower=args.vision_tower, mm_projector=args.mm_projector,
                     overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
-                    max_batch_size=args.max_batch_size)
+                    max_batch_size=args.max_batch_size, prompt=_prompt_options(args))
     print(summary.table())
     return 0
 
@@ -85,7 +85,36 @@ def _add_build(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--tp-size", type=int, default=1)
     p.add_argument("--max-batch-size", type=int, default=8)
+    _add_prompt_options(p)
     p.set_defaults(func=cmd_build)
+
+
+MEDIA_SEPARATORS = {"newline": "\n", "none": "", "space-newline": " \n"}
+
+
+def _add_prompt_options(p: argparse.ArgumentParser) -> None:
+    """Prompt construction stored in lita.json (defaults: LITA's reference prompt)."""
+    from lita_serve.config import CONV_TEMPLATES, MEDIA_PLACEMENTS, PROMPT_TOKENIZATIONS
+
+    g = p.add_argument_group("prompt", "how a question becomes the prompt (NeMo's LITA inference: "
+                             "--media-separator none --no-add-bos --prompt-tokenization whole)")
+    g.add_argument("--conv-template", choices=CONV_TEMPLATES, default="v1",
+                   help="v1: LITA's training template; llava_v1: what LITA's eval and CLI use")
+    g.add_argument("--insert-media-token", choices=MEDIA_PLACEMENTS, default="left",
+                   help="put the video before (left) or after (right) the question")
+    g.add_argument("--media-separator", choices=sorted(MEDIA_SEPARATORS), default="newline",
+                   help="text after the video: newline (LITA), none (NeMo), space-newline (NeMo add_media_sep)")
+    g.add_argument("--add-bos", action=argparse.BooleanOptionalAction, default=True, help="BOS id first")
+    g.add_argument("--prompt-tokenization", choices=PROMPT_TOKENIZATIONS, default="per_chunk",
+                   help="per_chunk: LLaVA's tokenizer_image_token; whole: NeMo's one call over the prompt")
+
+
+def _prompt_options(args: argparse.Namespace):
+    from lita_serve.config import PromptOptions
+
+    return PromptOptions(conv_template=args.conv_template, insert_media_token=args.insert_media_token,
+                         media_separator=MEDIA_SEPARATORS[args.media_separator], add_bos=args.add_bos,
+                         tokenization=args.prompt_tokenization)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

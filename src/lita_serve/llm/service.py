@@ -117,7 +117,7 @@ class DecoderService:
         check_question(question, self.cfg.limits.max_question_chars)
         ids = build_input_ids(self.tokenizer, question, table.shape[0], self.backend.vocab_size,
                               self.cfg.lita.visual_token_format, duration,
-                              max_prompt_tokens=self.cfg.limits.max_prompt_tokens)
+                              max_prompt_tokens=self.cfg.limits.max_prompt_tokens, options=self.cfg.prompt)
         return DecodeJob(ids, self.backend.table(table), params, float(duration), bool(stream), emit,
                          dict(stats or {}))
 
