@@ -204,3 +204,25 @@ def test_prompt_options_from_the_command_line_reach_lita_json_and_the_decoder(tm
     del old["prompt"]
     (repo / "lita.json").write_text(json.dumps(old))
     assert layout.load_config().prompt == PromptOptions() and check_model_repository(repo) == []
+
+
+def test_nemo_tensor_parallel_with_stored_tower_builds_the_same_model(tmp_path: Path, tokenizer: Path) -> None:
+    """A TP=2 .nemo (mp_rank_00/, mp_rank_01/) with local-spec norms and an unfrozen vision tower stored
+    inside: the built repository answers like the source model, with the stored (finetuned) tower
+    rather than the pretrained one its config names."""
+    from build_fixtures import nemo_config
+    from lita_build.checkpoint import save_vision_tower
+    from lita_build.checkpoint.files import read_weights
+    from nemo_facts import nemo_from_hf, split_tensor_parallel, write_nemo
+
+    model = model_for("1.0", seed=12)
+    pretrained = save_vision_tower(model_for("1.0", seed=13), tmp_path / "pretrained_tower")  # same shapes, other weights
+    t = model.config.text
+    state = nemo_from_hf(read_weights(hf_lita(model, tmp_path / "hf")), t.num_attention_heads, t.num_key_value_heads,
+                         norms="local", tower=True)
+    cfg = {**nemo_config(model, pretrained), "tensor_model_parallel_size": 2}
+    cfg["mm_cfg"]["vision_encoder"]["freeze"] = False
+    nemo_file = write_nemo(tmp_path / "tp2.nemo", cfg, split_tensor_parallel(state, 2))
+    summary = build(nemo_file, tokenizer, lita_version="1.0", output=tmp_path / "repo", progress=False)
+    assert summary.source == ".nemo (tensor-parallel)"
+    _assert_same_answer(model, tmp_path / "repo")
