@@ -199,6 +199,9 @@ def test_prompt_options_from_the_command_line_reach_lita_json_and_the_decoder(tm
     assert job.input_ids == build_input_ids(tok, "When does it start?", n, cfg.text.vocab_size, options=cfg.prompt)
     assert job.input_ids[0] != tok.bos_id and job.input_ids[-1] >= 0
     assert "human's questions. USER: When does it start?" in tok.decode(job.input_ids)
+    cfg.prompt.insert_media_token = "middle"  # a hand-edited lita.json: refused when the decoder loads
+    with pytest.raises(InvalidInputError, match="insert_media_token='middle'"):
+        DecoderService(service.backend, tok, cfg)
     # A lita.json written before the prompt options existed: loads with LITA's reference prompt.
     old = json.loads((repo / "lita.json").read_text())
     del old["prompt"]
