@@ -165,3 +165,67 @@ def test_tensorrt_llm_engine_without_tensorrt_llm_is_one_clear_error(tmp_path: P
     message = str(info.value)
     assert "tensorrt_llm" in message and "trtllm-python-py3" in message and "pip install tensorrt-llm" in message
     assert not (tmp_path / "repo").exists()  # stopped before writing anything
+
+
+def test_prompt_options_from_the_command_line_reach_lita_json_and_the_decoder(tmp_path: Path, tokenizer: Path) -> None:
+    """`lita build --conv-template/--insert-media-token/--no-add-bos/...` are stored in lita.json and the
+    decoder service builds its prompt with them; a lita.json without them serves the reference prompt."""
+    import numpy as np
+
+    from lita_serve.cli import main
+    from lita_serve.config import PromptOptions
+    from lita_serve.llm.sampling_params import SamplingParams
+    from lita_serve.llm.service import DecoderService, TorchBackend
+    from lita_serve.prompt import build_input_ids
+    from lita_serve.torch_engine import load_decoder
+    from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
+
+    ckpt = hf_lita(model_for("1.0"), tmp_path / "ckpt")
+    repo = tmp_path / "repo"
+    assert main(["build", "--checkpoint", str(ckpt), "--tokenizer", str(tokenizer), "--lita-version", "1.0",
+                 "--output", str(repo), "--conv-template", "llava_v1", "--insert-media-token", "right",
+                 "--no-add-bos", "--media-separator", "none", "--prompt-tokenization", "whole"]) == 0
+    stored = json.loads((repo / "lita.json").read_text())["prompt"]
+    assert stored == {"conv_template": "llava_v1", "insert_media_token": "right", "media_separator": "",
+                      "add_bos": False, "tokenization": "whole"}
+    layout = RepositoryLayout.of(repo)
+    cfg = layout.load_config()
+    tok = LitaTokenizer.from_file(layout.tokenizer_path, cfg.lita.num_time_tokens)
+    service = DecoderService(TorchBackend(load_decoder(layout, cfg, device="cpu", dtype=torch.float32)), tok, cfg)
+    n = num_visual_tokens(cfg)
+    table = np.zeros((n, cfg.text.hidden_size), np.float32)
+    job = service.prepare("When does it start?", table, 10.0, SamplingParams(max_tokens=1), stream=False,
+                          emit=lambda e: None)
+    assert job.input_ids == build_input_ids(tok, "When does it start?", n, cfg.text.vocab_size, options=cfg.prompt)
+    assert job.input_ids[0] != tok.bos_id and job.input_ids[-1] >= 0
+    assert "human's questions. USER: When does it start?" in tok.decode(job.input_ids)
+    cfg.prompt.insert_media_token = "middle"  # a hand-edited lita.json: refused when the decoder loads
+    with pytest.raises(InvalidInputError, match="insert_media_token='middle'"):
+        DecoderService(service.backend, tok, cfg)
+    # A lita.json written before the prompt options existed: loads with LITA's reference prompt.
+    old = json.loads((repo / "lita.json").read_text())
+    del old["prompt"]
+    (repo / "lita.json").write_text(json.dumps(old))
+    assert layout.load_config().prompt == PromptOptions() and check_model_repository(repo) == []
+
+
+def test_nemo_tensor_parallel_with_stored_tower_builds_the_same_model(tmp_path: Path, tokenizer: Path) -> None:
+    """A TP=2 .nemo (mp_rank_00/, mp_rank_01/) with local-spec norms and an unfrozen vision tower stored
+    inside: the built repository answers like the source model, with the stored (finetuned) tower
+    rather than the pretrained one its config names."""
+    from build_fixtures import nemo_config
+    from lita_build.checkpoint import save_vision_tower
+    from lita_build.checkpoint.files import read_weights
+    from nemo_facts import nemo_from_hf, split_tensor_parallel, write_nemo
+
+    model = model_for("1.0", seed=12)
+    pretrained = save_vision_tower(model_for("1.0", seed=13), tmp_path / "pretrained_tower")  # same shapes, other weights
+    t = model.config.text
+    state = nemo_from_hf(read_weights(hf_lita(model, tmp_path / "hf")), t.num_attention_heads, t.num_key_value_heads,
+                         norms="local", tower=True)
+    cfg = {**nemo_config(model, pretrained), "tensor_model_parallel_size": 2}
+    cfg["mm_cfg"]["vision_encoder"]["freeze"] = False
+    nemo_file = write_nemo(tmp_path / "tp2.nemo", cfg, split_tensor_parallel(state, 2))
+    summary = build(nemo_file, tokenizer, lita_version="1.0", output=tmp_path / "repo", progress=False)
+    assert summary.source == ".nemo (tensor-parallel)"
+    _assert_same_answer(model, tmp_path / "repo")

@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from lita_build.lita_options import check_lita_options, resolve_hf_overrides
 from lita_build.sources import SourceDescription, SourceLayout, describe_source
 from lita_build.summary import BuildSummary
 from lita_build.checkpoint import load_lita
+from lita_serve.config import PromptOptions
+from lita_serve.conversation import check_prompt_options
 from lita_serve.errors import CheckpointError, InvalidInputError
 from lita_serve.model import LitaModel
 from lita_serve.layout import BUILD_MANIFEST, ENCODER_ENGINES, ENCODER_ONNX, ENCODER_PLAN
@@ -201,7 +204,7 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
           vision_tower: Path | None = None, mm_projector: Path | None = None, overrides: dict | None = None,
           dtype: str = "float32", tp_size: int = 1, max_batch_size: int = 8, progress: bool = True,
           encoder_engine: str | None = None, gpus: tuple[int, ...] | None = None, trtllm_release_tag: str | None = None,
-          dry_run: bool = False) -> BuildSummary:
+          dry_run: bool = False, prompt: PromptOptions | None = None) -> BuildSummary:
     """Build the model repository at ``output`` from ``checkpoint`` (any layout of :mod:`.sources`).
 
     ``overrides`` sets LITA options by their :class:`~lita_serve.config.LitaOptions` names
@@ -211,7 +214,8 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     :func:`default_encoder_engine`). ``gpus`` pins the GPU models to those devices (default: Triton
     places instances on every GPU). ``trtllm_release_tag`` names the TensorRT-LLM container release
     the repository is for (:mod:`lita_serve.llm.trtllm_release`). ``dry_run`` writes everything
-    but the TensorRT-LLM and TensorRT engines, and needs neither installed.
+    but the TensorRT-LLM and TensorRT engines, and needs neither installed. ``prompt`` (template,
+    media placement, BOS, tokenization) is stored in ``lita.json``; default: LITA's reference prompt.
 
     Raises CheckpointError for a checkpoint that does not match its config, InvalidInputError for
     bad arguments and MissingDependencyError when an engine needs a package that is missing.
@@ -220,6 +224,8 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     gpus = tuple(gpus) if gpus is not None else None
     _check_args(engine, encoder_engine, dtype, tp_size, max_batch_size, gpus, dry_run)
     release = trtllm_release(trtllm_release_tag)
+    prompt = prompt or PromptOptions()
+    check_prompt_options(prompt)
     src = describe_source(Path(checkpoint), lita_version=lita_version, vision_tower=vision_tower,
                           mm_projector=mm_projector)
     output = Path(output)
@@ -233,6 +239,9 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".lita-build-") as tmp, \
             tqdm(total=4, desc=f"lita build ({src.label})", unit="step", disable=not progress) as bar:
         model, converted, added = _load(src, Path(tmp), Path(tokenizer), overrides, dtype, notes, bar)
+        model.config.prompt = prompt
+        if prompt != PromptOptions():
+            notes.append(f"prompt options {asdict(prompt)}")
         summary = BuildSummary(src.label, engine, output.resolve(), model.config, added, notes=notes)
         bar.set_postfix_str(f"writing {engine} repository")
         _write_torch(model, converted, output, summary)

@@ -11,16 +11,32 @@ megatron-core). Key names follow NeMo's ``convert_hf_llava_to_neva.py``
   for each group, its q heads, then one k head, then one v head), ``...linear_qkv.layer_norm_weight``
   (input norm), ``...self_attention.linear_proj.weight`` (o_proj), ``...mlp.linear_fc1.weight``
   (cat(gate_proj, up_proj)), ``...mlp.linear_fc1.layer_norm_weight`` (post-attention norm),
-  ``...mlp.linear_fc2.weight`` (down_proj), ``model.decoder.final_layernorm.weight``;
+  ``...mlp.linear_fc2.weight`` (down_proj), ``model.decoder.final_layernorm.weight``. The norms are
+  named so with TransformerEngine's fused ``TELayerNormColumnParallelLinear``; megatron-core's local
+  layer spec (``get_gpt_layer_local_spec`` in ``megatron/core/models/gpt/gpt_layer_specs.py``) keeps
+  them as modules of their own: ``...layers.N.input_layernorm.weight`` and
+  ``...layers.N.pre_mlp_layernorm.weight`` (its ``sharded_state_dict_keys_map`` maps those names
+  to the fused ones);
 * legacy (non-mcore): ``model.language_model.{embedding.word_embeddings, output_layer}``,
   ``...encoder.layers.N.self_attention.{query_key_value,dense}``, ``mlp.{dense_h_to_4h,dense_4h_to_h}``,
   ``input_layernorm``, ``post_attention_layernorm``, ``encoder.final_layernorm``;
 * projector: ``<word_embeddings>.adapter_layer.mm_projector_adapter.mm_projector.<suffix>`` where
   ``<suffix>`` is the HF ``mm_projector`` suffix (``weight``, ``0.weight``, ...);
-* a stored (unfrozen) vision tower: ``<word_embeddings>.vision_encoder.<HF CLIPVisionModel key>``.
+* a stored (unfrozen) vision tower: ``<word_embeddings>.vision_encoder.<HF CLIPVisionModel key>``
+  (``neva_model.py``: the tower is ``embedding.word_embeddings.vision_encoder``, and
+  ``get_keys_to_keep`` saves its tensors only when ``mm_cfg.vision_encoder.freeze`` is false).
 
 ``megatron_amp_O2`` checkpoints prefix everything with ``model.module.``. Distributed checkpoints
 store each layer tensor stacked over layers (``model.decoder.layers.<name>`` with a leading layer axis).
+
+Tensor-parallel archives (``mp_rank_00/model_weights.ckpt``, ``mp_rank_01/...``; NeMo's
+``nemo/utils/model_utils.py`` ``inject_model_parallel_rank``) are merged as NeMo's own
+``megatron_change_num_partitions.py`` does: column-parallel tensors (qkv, whose ranks each hold
+whole query groups; the vocabulary-parallel embedding and output layer) concatenated on dim 0,
+row-parallel ones (attention output, MLP down) on dim 1, the gated MLP input per half (each rank
+holds ``[gate_r; up_r]``: all gate halves, then all up halves) and everything else (norms,
+projector, vision tower) replicated. Pipeline-parallel archives (``tp_rank_XX_pp_rank_YYY/``) are
+refused.
 """
 
 from __future__ import annotations
@@ -43,11 +59,13 @@ from lita_serve.errors import CheckpointError, MissingDependencyError
 EMBED_STEMS = ("model.embedding.word_embeddings.", "model.language_model.embedding.word_embeddings.")
 PROJECTOR_INFIX = "adapter_layer.mm_projector_adapter.mm_projector."
 VISION_INFIX = "vision_encoder."
-IGNORED_SUFFIXES = ("_extra_state", "rotary_pos_emb.inv_freq")
+IGNORED_SUFFIXES = ("_extra_state", "rotary_pos_emb.inv_freq", "embeddings.position_ids")  # buffers
 
 # (NeMo layer-relative name, HF layer-relative name) for tensors that map one to one.
 MCORE_LAYER = {
     "self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
+    "input_layernorm.weight": "input_layernorm.weight",  # local (non-TransformerEngine) layer spec
+    "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",  # local layer spec
     "self_attention.linear_proj.weight": "self_attn.o_proj.weight",
     "mlp.linear_fc1.layer_norm_weight": "post_attention_layernorm.weight",
     "mlp.linear_fc2.weight": "mlp.down_proj.weight",
@@ -60,6 +78,12 @@ LEGACY_LAYER = {
 }
 QKV_NAMES = ("self_attention.linear_qkv.weight", "self_attention.query_key_value.weight")
 FC1_NAMES = ("mlp.linear_fc1.weight", "mlp.dense_h_to_4h.weight")
+ROW_PARALLEL_NAMES = ("self_attention.linear_proj.weight", "self_attention.dense.weight", "mlp.linear_fc2.weight",
+                      "mlp.dense_4h_to_h.weight")
+VOCAB_PARALLEL_KEYS = ("model.embedding.word_embeddings.weight", "model.language_model.embedding.word_embeddings.weight",
+                       "model.output_layer.weight", "model.language_model.output_layer.weight")
+TP_RANK_RE = re.compile(r"^mp_rank_(\d+)$")
+NEMO_POOLED_FRAMES = 4  # neva_model.py LitaWordEmbeddingMixin.add_lita_layer: pool_size = 2, pool_size**2 frames
 LAYER_RE = re.compile(r"^model\.(?:decoder|language_model\.encoder)\.layers\.(\d+)\.(.+)$")
 TOP_LEVEL = {
     "model.embedding.word_embeddings.weight": "model.embed_tokens.weight",
@@ -79,6 +103,7 @@ class NemoCheckpoint:
     state: dict[str, Tensor]  # NeMo names, model.module. prefix removed, stacked layers split
     weights_format: str  # "legacy" | "torch_dist"
     tokenizer_files: list[str]  # archive members that look like SentencePiece models
+    tensor_parallel: int = 1  # mp_rank_XX archives merged
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -149,6 +174,44 @@ def _unstack_layers(state: dict[str, Tensor], num_layers: int) -> dict[str, Tens
     return out
 
 
+def tensor_parallel_dirs(root: Path) -> list[Path]:
+    """``mp_rank_00 .. mp_rank_{N-1}`` directories holding model_weights.ckpt, in rank order."""
+    ranks = {int(m.group(1)): d for d in root.iterdir() if d.is_dir() and (m := TP_RANK_RE.match(d.name))
+             and (d / NEMO_LEGACY_WEIGHTS).is_file()}
+    if sorted(ranks) != list(range(len(ranks))):
+        raise CheckpointError(f"{root}: tensor-parallel ranks {sorted(ranks)} are not 0..N-1 (a rank is missing)")
+    return [ranks[i] for i in range(len(ranks))]
+
+
+def _clean(state: dict[str, Any]) -> dict[str, Tensor]:
+    return {_strip_module(k): v for k, v in state.items() if isinstance(v, Tensor) and not k.endswith(IGNORED_SUFFIXES)}
+
+
+def _merge_one(key: str, parts: list[Tensor]) -> Tensor:
+    match = LAYER_RE.match(key)
+    name = match.group(2) if match else ""
+    if name in FC1_NAMES:  # each rank: [gate_r; up_r] -> [gate_0 .. gate_N-1; up_0 .. up_N-1]
+        halves = [p.chunk(2, dim=0) for p in parts]
+        return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=0)
+    if name in QKV_NAMES or key in VOCAB_PARALLEL_KEYS:  # column / vocabulary parallel
+        return torch.cat(parts, dim=0)
+    if name in ROW_PARALLEL_NAMES:
+        return torch.cat(parts, dim=1)
+    if any(p.shape != parts[0].shape or not torch.equal(p, parts[0]) for p in parts[1:]):
+        raise CheckpointError(f"{key} differs between tensor-parallel ranks although NeMo replicates it")
+    return parts[0]
+
+
+def merge_tensor_parallel(ranks: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """One TP=1 state dict from the per-rank state dicts (rank order), as described above."""
+    names = set(ranks[0])
+    for i, state in enumerate(ranks[1:], start=1):
+        if set(state) != names:
+            diff = sorted(names.symmetric_difference(state))
+            raise CheckpointError(f"tensor-parallel rank {i} holds other tensors than rank 0: {', '.join(diff[:10])}")
+    return {key: _merge_one(key, [state[key] for state in ranks]) for key in ranks[0]}
+
+
 def read_nemo(path: Path, workdir: Path) -> NemoCheckpoint:
     """Read ``model_config.yaml`` and the weights of a .nemo file (extracted under ``workdir``)."""
     root = extract_nemo(Path(path), workdir)
@@ -156,17 +219,23 @@ def read_nemo(path: Path, workdir: Path) -> NemoCheckpoint:
     if not config_path.is_file():
         raise CheckpointError(f"{path} has no {NEMO_CONFIG}")
     config = yaml.safe_load(config_path.read_text()) or {}
+    tp = 1
     if (root / NEMO_LEGACY_WEIGHTS).is_file():
-        state, fmt = _load_pickled_state(root / NEMO_LEGACY_WEIGHTS), "legacy"
+        state, fmt = _clean(_load_pickled_state(root / NEMO_LEGACY_WEIGHTS)), "legacy"
     elif (root / NEMO_DIST_WEIGHTS).is_dir():
-        state, fmt = _load_distributed(root / NEMO_DIST_WEIGHTS), "torch_dist"
+        state, fmt = _clean(_load_distributed(root / NEMO_DIST_WEIGHTS)), "torch_dist"
+    elif rank_dirs := tensor_parallel_dirs(root):
+        tp = len(rank_dirs)
+        stated = int(config.get("tensor_model_parallel_size", tp))
+        if stated != tp:
+            raise CheckpointError(f"{path} holds {tp} mp_rank_XX folders but tensor_model_parallel_size={stated}")
+        state = merge_tensor_parallel([_clean(_load_pickled_state(d / NEMO_LEGACY_WEIGHTS)) for d in rank_dirs])
+        fmt = "legacy"
     else:
         raise CheckpointError(f"{path} holds neither {NEMO_LEGACY_WEIGHTS} nor {NEMO_DIST_WEIGHTS}/")
-    state = {_strip_module(k): v for k, v in state.items()
-             if isinstance(v, Tensor) and not k.endswith(IGNORED_SUFFIXES)}
     state = _unstack_layers(state, int(config.get("num_layers", 0)))
     tokenizers = sorted(p.relative_to(root).as_posix() for p in root.glob("*.model"))
-    return NemoCheckpoint(config, state, fmt, tokenizers)
+    return NemoCheckpoint(config, state, fmt, tokenizers, tp)
 
 
 def _strip_module(key: str) -> str:
@@ -253,8 +322,8 @@ def _check_llama(config: dict[str, Any]) -> None:
         problems.append("share_embeddings_and_output_weights=true")
     if config.get("seq_len_interpolation_factor") not in (None, 1, 1.0):
         problems.append(f"seq_len_interpolation_factor={config['seq_len_interpolation_factor']!r} (RoPE scaling)")
-    if int(config.get("tensor_model_parallel_size", 1)) != 1 or int(config.get("pipeline_model_parallel_size", 1)) != 1:
-        problems.append("model parallel size > 1 in model_config.yaml")
+    if int(config.get("pipeline_model_parallel_size", 1)) != 1:
+        problems.append("pipeline_model_parallel_size > 1 (re-save at PP=1 with NeMo's megatron_change_num_partitions.py)")
     if problems:
         raise CheckpointError("unsupported .nemo model: " + "; ".join(problems))
 
@@ -290,12 +359,25 @@ def nemo_config_to_hf(config: dict[str, Any], hf_state: dict[str, Tensor]) -> di
         "mm_use_im_start_end": bool(_get(config, "mm_cfg.use_im_start_end", False)),
         "input_type": "video" if lita or _get(config, "data.media_type") == "video" else "image",
     }
-    # NeMo's LITA block: lita.sample_frames is the number of frames kept for the spatial/image tokens.
     optional = {"video_arch": lita.get("lita_video_arch"), "visual_token_format": lita.get("visual_token_format"),
-                "num_spatial_frames": lita.get("sample_frames"), "num_time_tokens": lita.get("num_time_tokens"),
+                "num_spatial_frames": nemo_spatial_frames(lita), "num_time_tokens": lita.get("num_time_tokens"),
                 "num_frames": _get(config, "data.num_frames")}
     hf.update({k: v for k, v in optional.items() if v is not None})
     return hf
+
+
+def nemo_spatial_frames(lita: dict[str, Any]) -> int | None:
+    """The frames NeMo keeps for spatial tokens: ``lita.sample_frames`` for ``temporal_all_resolution``
+    only; ``temporal_spatial_pool`` pools a fixed 4 frames; ``temporal_spatial`` averages all frames.
+
+    NeMo (``neva_model.py`` ``LitaWordEmbeddingMixin.add_lita_layer``, ``neva_dataset.py``
+    ``preprocess_multimodal``) reads ``sample_frames`` in the ``temporal_all_resolution`` branch
+    alone; the mixin's default architecture is ``temporal_spatial_pool``.
+    """
+    arch = lita.get("lita_video_arch", "temporal_spatial_pool")
+    if arch == "temporal_all_resolution":
+        return lita.get("sample_frames")
+    return NEMO_POOLED_FRAMES if arch == "temporal_spatial_pool" else None
 
 
 def nemo_to_hf(checkpoint: NemoCheckpoint) -> tuple[dict[str, Any], dict[str, Tensor]]:

@@ -3,7 +3,8 @@
 Layouts (never guessed from substrings of paths):
 
 * ``nemo``: a ``.nemo`` tar (or its extracted directory) holding ``model_config.yaml`` and either
-  ``model_weights.ckpt`` (legacy) or a ``model_weights/`` distributed checkpoint.
+  ``model_weights.ckpt`` (legacy), a ``model_weights/`` distributed checkpoint, or one
+  ``mp_rank_XX/model_weights.ckpt`` per tensor-parallel rank (merged by :mod:`lita_build.nemo`).
 * ``llm+mm_projector``: an LLM-only HF directory (e.g. Vicuna) plus ``--mm-projector`` (a
   ``mm_projector.bin`` file or a directory holding it and optionally its ``config.json``).
 * ``hf-lita``: a finetuned LITA HF directory: ``config.json`` carries LITA's keys
@@ -15,6 +16,7 @@ Layouts (never guessed from substrings of paths):
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from dataclasses import dataclass, field
 from enum import Enum
@@ -51,7 +53,7 @@ class SourceDescription:
     lita_version: str
     vision_tower: Path | None = None
     mm_projector: Path | None = None
-    nemo_weights: str | None = None  # "legacy" | "distributed" for .nemo sources
+    nemo_weights: str | None = None  # "legacy" | "distributed" | "tensor-parallel" for .nemo sources
     evidence: list[str] = field(default_factory=list)
 
     @property
@@ -80,7 +82,8 @@ def _tar_names(path: Path) -> set[str]:
 
 
 def nemo_weights_kind(names: set[str], where: Path) -> str:
-    """``legacy`` (model_weights.ckpt) or ``distributed`` (model_weights/) from archive member names."""
+    """``legacy`` (model_weights.ckpt), ``distributed`` (model_weights/) or ``tensor-parallel``
+    (mp_rank_XX/model_weights.ckpt) from archive member names."""
     if NEMO_CONFIG not in names:
         raise CheckpointError(f"{where} has no {NEMO_CONFIG}: not a .nemo checkpoint")
     if NEMO_LEGACY_WEIGHTS in names:
@@ -88,9 +91,12 @@ def nemo_weights_kind(names: set[str], where: Path) -> str:
     if any(n == NEMO_DIST_WEIGHTS or n.startswith(NEMO_DIST_WEIGHTS + "/") for n in names):
         return "distributed"
     ranks = sorted(n for n in names if n.endswith("/" + NEMO_LEGACY_WEIGHTS))
+    if ranks and all(re.fullmatch(r"mp_rank_\d+/" + re.escape(NEMO_LEGACY_WEIGHTS), n) for n in ranks):
+        return "tensor-parallel"
     if ranks:
-        raise CheckpointError(f"{where} is a model-parallel .nemo ({', '.join(ranks)}); only tensor/pipeline "
-                              "parallel size 1 is read here: re-save it with NeMo at TP=PP=1")
+        raise CheckpointError(f"{where} is a pipeline-parallel .nemo ({', '.join(ranks)}); tensor-parallel "
+                              "mp_rank_XX archives are merged here, pipeline stages are not: re-save it at PP=1 "
+                              "with NeMo's megatron_change_num_partitions.py")
     raise CheckpointError(f"{where} holds neither {NEMO_LEGACY_WEIGHTS} nor {NEMO_DIST_WEIGHTS}/")
 
 

@@ -69,7 +69,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                     output=args.output, vision_tower=args.vision_tower, mm_projector=args.mm_projector,
                     overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
                     max_batch_size=args.max_batch_size, encoder_engine=args.encoder_engine, gpus=args.gpus,
-                    trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run)
+                    trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run, prompt=_prompt_options(args))
     print(summary.table())
     return 0
 
@@ -97,6 +97,7 @@ def _add_build(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="write the repository, the TensorRT-LLM checkpoint and build.json (with the exact "
                         "trtllm-build command) without building engines; needs no TensorRT-LLM")
+    _add_prompt_options(p)
     p.set_defaults(func=cmd_build)
 
 
@@ -105,6 +106,34 @@ def _gpu_list(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--gpus takes GPU indices such as 0,1; got {text!r}") from None
+
+
+MEDIA_SEPARATORS = {"newline": "\n", "none": "", "space-newline": " \n"}
+
+
+def _add_prompt_options(p: argparse.ArgumentParser) -> None:
+    """Prompt construction stored in lita.json (defaults: LITA's reference prompt)."""
+    from lita_serve.config import CONV_TEMPLATES, MEDIA_PLACEMENTS, PROMPT_TOKENIZATIONS
+
+    g = p.add_argument_group("prompt", "how a question becomes the prompt (NeMo's LITA inference: "
+                             "--media-separator none --no-add-bos --prompt-tokenization whole)")
+    g.add_argument("--conv-template", choices=CONV_TEMPLATES, default="v1",
+                   help="v1: LITA's training template; llava_v1: what LITA's eval and CLI use")
+    g.add_argument("--insert-media-token", choices=MEDIA_PLACEMENTS, default="left",
+                   help="put the video before (left) or after (right) the question")
+    g.add_argument("--media-separator", choices=sorted(MEDIA_SEPARATORS), default="newline",
+                   help="text after the video: newline (LITA), none (NeMo), space-newline (NeMo add_media_sep)")
+    g.add_argument("--add-bos", action=argparse.BooleanOptionalAction, default=True, help="BOS id first")
+    g.add_argument("--prompt-tokenization", choices=PROMPT_TOKENIZATIONS, default="per_chunk",
+                   help="per_chunk: LLaVA's tokenizer_image_token; whole: NeMo's one call over the prompt")
+
+
+def _prompt_options(args: argparse.Namespace):
+    from lita_serve.config import PromptOptions
+
+    return PromptOptions(conv_template=args.conv_template, insert_media_token=args.insert_media_token,
+                         media_separator=MEDIA_SEPARATORS[args.media_separator], add_bos=args.add_bos,
+                         tokenization=args.prompt_tokenization)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -24,6 +24,11 @@ DEFAULT_SPATIAL_FRAMES = 4  # frames kept for the slow/spatial tokens (pool_size
 VIDEO_ARCHS = ("temporal", "spatial", "temporal_spatial", "temporal_spatial_pool", "spatial_pool", "temporal_all_resolution")
 VISUAL_TOKEN_FORMATS = ("v1", "im_vid_start_end")
 PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
+# Prompt construction (see lita_serve.conversation): template names, where the video goes
+# relative to the question, and how the text around the video is tokenized.
+CONV_TEMPLATES = ("v1", "llava_v1")
+MEDIA_PLACEMENTS = ("left", "right")
+PROMPT_TOKENIZATIONS = ("per_chunk", "whole")
 
 
 @dataclass
@@ -84,6 +89,25 @@ class LitaOptions:
 
 
 @dataclass
+class PromptOptions:
+    """How a question becomes the decoder's prompt; chosen at build, stored in ``lita.json``.
+
+    The defaults are LITA's reference prompt (its training template, the video left of the
+    question on its own line, BOS first, each text chunk around the video tokenized on its own as
+    LLaVA's ``tokenizer_image_token`` does). NeMo's NeVA/LITA inference corresponds to
+    ``media_separator=""``, ``add_bos=False``, ``tokenization="whole"`` (see
+    :mod:`lita_serve.conversation`). A ``lita.json`` written before these options existed loads
+    with the defaults, which is the prompt it was served with.
+    """
+
+    conv_template: str = "v1"  # "v1" (LITA's training template) | "llava_v1" (LITA's eval and CLI)
+    insert_media_token: str = "left"  # "left": video before the question; "right": after it
+    media_separator: str = "\n"  # text between the video and the question ("left") or after it ("right")
+    add_bos: bool = True  # BOS id first
+    tokenization: str = "per_chunk"  # "per_chunk" | "whole"
+
+
+@dataclass
 class ServeLimits:
     """Server-side limits, enforced by the Triton models with clear per-request errors."""
 
@@ -108,6 +132,7 @@ class LitaConfig:
     lita: LitaOptions = field(default_factory=LitaOptions)
     limits: ServeLimits = field(default_factory=ServeLimits)
     name: str = "lita"
+    prompt: PromptOptions = field(default_factory=PromptOptions)
 
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +157,7 @@ class LitaConfig:
             lita=build(LitaOptions, d.get("lita", {})),
             limits=build(ServeLimits, d.get("limits", {})),
             name=d.get("name", "lita"),
+            prompt=build(PromptOptions, d.get("prompt", {})),
         )
 
     def save(self, path: str | Path) -> None:

@@ -15,6 +15,14 @@ Layouts (``visual_token_format``), checked against NeMo's LITA code:
   ``<extra_id_8> .. <extra_id_9>`` (video start/end). With ``num_image_frames=0`` every visual
   token is temporal: ``<extra_id_8> fake... <extra_id_9>``.
 
+Prompt options (:class:`~lita_serve.config.PromptOptions`, from ``lita.json``): the template and
+the video's placement come from :mod:`lita_serve.conversation`; ``add_bos`` puts the BOS id
+first; ``tokenization="per_chunk"`` encodes the text before and after the video each in its own
+SentencePiece call (LLaVA's ``tokenizer_image_token``; the text after the video starts with the
+dummy ``▁``), ``"whole"`` encodes the text after the video as the continuation of one call over
+the whole prompt (NeMo's NeVA inference tokenizes the full prompt string with the visual tokens
+spelled as special pieces, so no ``▁`` follows them).
+
 Shapes: ``num_visual_tokens`` = rows of the prompt table for this request, in the order the fake
 ids are assigned (spatial frames first for ``im_vid_start_end``, as NeMo concatenates them).
 """
@@ -23,27 +31,29 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lita_serve.config import VISUAL_TOKEN_FORMATS
-from lita_serve.conversation import prompt_parts
+from lita_serve.config import VISUAL_TOKEN_FORMATS, PromptOptions
+from lita_serve.conversation import Segment, prompt_parts
 from lita_serve.errors import CheckpointError, InvalidInputError, LimitExceededError
 from lita_serve.special_tokens import IM_END_TOKEN, IM_START_TOKEN, VID_END_TOKEN, VID_START_TOKEN
 from lita_serve.tokenizer import LitaTokenizer
 
 
-def _encode_chunk(tokenizer: LitaTokenizer, parts: Sequence[tuple[str, bool]]) -> list[int]:
+def _encode_chunk(tokenizer: LitaTokenizer, parts: Sequence[Segment], *, continued: bool = False) -> list[int]:
     """Encode ``(text, is_user_text)`` parts that form one chunk of the prompt.
 
     When no template part contains a special piece, encoding the whole chunk in one call with
     ``allow_special=False`` gives exactly the template's tokens and keeps user text plain, and it
     tokenizes the chunk as one piece of text like the reference. Otherwise each part is encoded
-    on its own (template parts with ``allow_special=True``).
+    on its own (template parts with ``allow_special=True``). ``continued`` drops the dummy ``▁``
+    prefix of the chunk's first call (see :meth:`LitaTokenizer.encode`).
     """
     if not any(not is_user and tokenizer.contains_special(text) for text, is_user in parts):
-        return tokenizer.encode("".join(text for text, _ in parts), allow_special=False)
+        text = "".join(text for text, _ in parts)
+        return tokenizer.encode(text, allow_special=False, continued=continued) if text else []
     ids: list[int] = []
     for text, is_user in parts:
         if text:
-            ids.extend(tokenizer.encode(text, allow_special=not is_user))
+            ids.extend(tokenizer.encode(text, allow_special=not is_user, continued=continued and not ids))
     return ids
 
 
@@ -85,8 +95,10 @@ def build_input_ids(
     max_prompt_tokens: int | None = None,
     num_image_frames: int = 0,
     tokens_per_image_frame: int = 0,
+    options: PromptOptions | None = None,
 ) -> list[int]:
-    """BOS + the Vicuna v1 prompt's ids with the video placeholder replaced by fake visual ids.
+    """The prompt's ids (BOS first unless ``options.add_bos`` is false) with the video placeholder
+    replaced by fake visual ids; ``options`` defaults to LITA's reference prompt.
 
     The template is encoded with special pieces allowed, the question with them disallowed, so a
     user's ``<video>``, ``<t5>`` or ``<extra_id_8>`` stay text. ``duration`` is validated but not
@@ -105,12 +117,13 @@ def build_input_ids(
         raise CheckpointError(
             f"decoder vocab_size {vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}"
         )
-    parts = prompt_parts(question, duration)
-    ids = tokenizer.encode(parts.before_video, allow_special=True, add_bos=True)
+    options = options or PromptOptions()
+    parts = prompt_parts(question, duration, options)
+    ids = [tokenizer.bos_id] if options.add_bos and tokenizer.bos_id >= 0 else []
+    ids += _encode_chunk(tokenizer, parts.before_video)
     ids += _visual_ids(tokenizer, int(num_visual_tokens), int(vocab_size), visual_token_format,
                        int(num_image_frames), int(tokens_per_image_frame))
-    ids += _encode_chunk(tokenizer, [(parts.after_video, False), (parts.question, True),
-                                     (parts.after_question, False)])
+    ids += _encode_chunk(tokenizer, parts.after_video, continued=options.tokenization == "whole")
     if max_prompt_tokens is not None and len(ids) > int(max_prompt_tokens):
         raise LimitExceededError(
             f"prompt is {len(ids)} tokens ({num_visual_tokens} visual + {len(ids) - num_visual_tokens} text), "

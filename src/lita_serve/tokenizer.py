@@ -196,6 +196,10 @@ class LitaTokenizer:
                 f"tokenizer {source} lacks {len(missing)} time tokens (first: {missing[0]}); "
                 f"convert it with `lita tokenizer convert` first"
             )
+        # The same two models without SentencePiece's dummy "▁" prefix, made on first use, for text
+        # that continues a prompt after a special piece (as one call over the whole prompt sees it).
+        self._protos = {True: proto, False: plain}
+        self._continued: dict[bool, spm.SentencePieceProcessor] = {}
         self.time_token_ids: list[int] = [self.special_pieces[t] for t in time_tokens(self.num_time_tokens)]
         self._time_index = {tid: k for k, tid in enumerate(self.time_token_ids)}
         self._special_ids = frozenset(self.special_pieces.values())
@@ -240,18 +244,30 @@ class LitaTokenizer:
         return any(piece in text for piece in self.special_pieces)
 
     # --- encode / decode -----------------------------------------------------------------
-    def encode(self, text: str, *, allow_special: bool, add_bos: bool = False) -> list[int]:
+    def encode(self, text: str, *, allow_special: bool, add_bos: bool = False, continued: bool = False) -> list[int]:
         """Token ids of ``text`` (one SentencePiece call, so one dummy ``▁`` prefix).
 
         ``allow_special=True`` is for template text: ``<t5>`` or ``<extra_id_8>`` become their ids.
         ``allow_special=False`` is for text a user typed: such strings stay ordinary characters.
+        ``continued=True`` leaves out the dummy ``▁`` prefix: ``text`` is tokenized as it would be
+        inside a longer text that reaches it right after a special piece (e.g. after the video).
         """
-        processor = self._special if allow_special else self._plain
+        if continued:
+            processor = self._continued.get(allow_special) or self._unprefixed(allow_special)
+        else:
+            processor = self._special if allow_special else self._plain
         ids = list(processor.encode(text, out_type=int))
         if not allow_special and any(i in self._special_ids for i in ids):
             # Unreachable with SentencePiece's semantics for CONTROL pieces; kept as a hard guard.
             raise InvalidInputError("user text produced a special token id; refusing to encode it")
         return ([self.bos_id] if add_bos and self.bos_id >= 0 else []) + ids
+
+    def _unprefixed(self, allow_special: bool) -> spm.SentencePieceProcessor:
+        proto = model_proto_class()()
+        proto.CopyFrom(self._protos[allow_special])
+        proto.normalizer_spec.add_dummy_prefix = False
+        self._continued[allow_special] = _processor(proto)
+        return self._continued[allow_special]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids``; ``<tK>`` and ``<extra_id_K>`` stay verbatim, BOS/EOS vanish and ids

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lita_serve.config import LitaConfig
-from lita_serve.conversation import check_question
+from lita_serve.conversation import check_prompt_options, check_question
 from lita_serve.llm.generate import GenerationRequest, generate_batch
 from lita_serve.llm.llama import LlamaDecoder
 from lita_serve.llm.sampling_params import SamplingParams
@@ -101,6 +101,7 @@ class DecoderService:
         self.backend: DecodeBackend = TorchBackend(decoder) if isinstance(decoder, LlamaDecoder) else decoder
         self.tokenizer = tokenizer
         self.cfg = cfg
+        check_prompt_options(cfg.prompt)  # a bad lita.json fails at load, not on every request
         self.max_batch = max_batch
         self.expected_visual_tokens = num_visual_tokens(cfg)
         self.max_concurrent = int(cfg.limits.max_concurrent_requests)
@@ -126,7 +127,7 @@ class DecoderService:
         check_question(question, self.cfg.limits.max_question_chars)
         ids = build_input_ids(self.tokenizer, question, table.shape[0], self.backend.vocab_size,
                               self.cfg.lita.visual_token_format, duration,
-                              max_prompt_tokens=self.cfg.limits.max_prompt_tokens)
+                              max_prompt_tokens=self.cfg.limits.max_prompt_tokens, options=self.cfg.prompt)
         return DecodeJob(ids, self.backend.table(table), params, float(duration), bool(stream), emit,
                          dict(stats or {}))
 
