@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from lita_serve.loadtest import encode_bytes_b64, make_videos, run_load_test, write_input_data
+from lita_serve.loadtest.endpoint_compare import compare_endpoints, format_table
 from lita_serve.loadtest.inputs import distinct_copies
 from lita_serve.loadtest.perf import LIBB64, PerfOptions, cuda_runtime_libdir, openai_perf_command, perf_command
 from lita_serve.loadtest.token_timing import latency_by_concurrency, read_profile_export
@@ -145,3 +146,25 @@ def test_distinct_copies_differ_in_bytes_and_decode_the_same(tmp_path):
 
     for a, b in zip(frames(first), frames(source.read_bytes()), strict=True):
         assert (a == b).all()
+
+
+@pytest.mark.server
+def test_grpc_and_the_openai_endpoint_side_by_side(triton_server, tmp_path):
+    """The same streamed requests through both endpoints, both measured by perf_analyzer: every
+    level has throughput, TTFT and CPU per request for each, and the ratios are computed."""
+    ensure_libb64()
+    if cuda_runtime_libdir() is None and not os.environ.get("CI"):
+        pytest.skip("perf_analyzer's tool environment is missing: `make perf-tools` (make test does it)")
+    summary = compare_endpoints(None, tmp_path / "cmp", (1, 2), url=triton_server.grpc_url,
+                                videos=make_videos(tmp_path / "v", count=1, seconds=2.0), max_tokens=4,
+                                options=PerfOptions(request_count=3, stability_percentage=1000, max_trials=3),
+                                timeout=180)
+    levels = {(r["endpoint"], r["concurrency"]): r for r in summary["levels"]}
+    assert sorted(levels) == [("grpc", 1), ("grpc", 2), ("openai", 1), ("openai", 2)]
+    for r in levels.values():
+        assert r["throughput"] > 0 and r["requests"] > 0 and r["ttft_p50_ms"] > 0 and r["client_cpu_ms"] > 0
+    # The frontend runs in this process: it works for OpenAI requests and idles for gRPC ones.
+    assert levels["openai", 1]["frontend_cpu_ms"] > levels["grpc", 1]["frontend_cpu_ms"]
+    assert set(summary["ratios"]) == {"1", "2"} and summary["ratios"]["1"]["ttft_p50"] > 0
+    assert json.loads((tmp_path / "cmp" / "endpoints.json").read_text()) == summary
+    assert "openai/grpc at concurrency 2" in format_table(summary)
