@@ -123,7 +123,8 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
 
 
 def _sampling(body: dict[str, Any], limits: ServeLimits) -> dict[str, Any]:
-    given = {"max_tokens": body.get("max_completion_tokens", body.get("max_tokens"))}
+    newer = body.get("max_completion_tokens")  # OpenAI's newer name wins over max_tokens
+    given = {"max_tokens": newer if newer is not None else body.get("max_tokens")}
     for name in ("temperature", "top_p", "top_k", "repetition_penalty", "seed"):
         given[name] = body.get(name)
     sampling: dict[str, Any] = {}
