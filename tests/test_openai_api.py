@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,10 +41,9 @@ QUESTION = "When does the red circle appear?"
 TIME_PAIR = r"^\d+\.\ds \d+\.\ds$"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def unused_port() -> int:
+    """A currently free loopback port."""
+    return Ports.free().http
 
 
 def data_url(video: bytes, media_type: str = "video/mp4") -> str:
@@ -83,7 +81,7 @@ def served(tmp_path_factory):
     """``lita serve --openai-port`` on the demo repository, API key from $LITA_API_KEY:
     (OpenAI base URL, gRPC URL, repository)."""
     repo = build_demo_repository(tmp_path_factory.mktemp("openai_demo") / "repo", progress=False)
-    ports, port = Ports.free(), free_port()
+    ports, port = Ports.free(), unused_port()
     cmd = [sys.executable, "-m", "lita_serve.cli", "serve", "-r", str(repo), "--http-port", str(ports.http),
            "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), "--openai-port", str(port)]
     proc = subprocess.Popen(cmd, env={**os.environ, "LITA_API_KEY": KEY}, stdout=subprocess.DEVNULL,
@@ -232,8 +230,8 @@ def test_a_wrong_api_key_gets_401(served, demo_video):
 
 
 def test_a_server_that_is_down_gets_503_and_health_says_so(demo_video):
-    settings = FrontendSettings(f"127.0.0.1:{free_port()}", retries=0, timeout_s=10)
-    with OpenAIFrontend(settings, port=free_port()) as frontend:
+    settings = FrontendSettings(f"127.0.0.1:{unused_port()}", retries=0, timeout_s=10)
+    with OpenAIFrontend(settings, port=unused_port()) as frontend:
         down = openai.OpenAI(base_url=frontend.url, api_key="none", max_retries=0)
         with pytest.raises(openai.InternalServerError) as info:
             down.chat.completions.create(model="lita", messages=messages(data_url(demo_video)))
@@ -245,7 +243,7 @@ def test_a_server_that_is_down_gets_503_and_health_says_so(demo_video):
 
 def test_a_request_over_its_timeout_gets_504(served, demo_video):
     video = next(distinct_copies_of(demo_video))  # not cached: decoding alone takes longer
-    with OpenAIFrontend(FrontendSettings(served[1], timeout_s=0.005), port=free_port()) as frontend:
+    with OpenAIFrontend(FrontendSettings(served[1], timeout_s=0.005), port=unused_port()) as frontend:
         slow = openai.OpenAI(base_url=frontend.url, api_key="none", max_retries=0)
         with pytest.raises(openai.APIStatusError) as info:
             slow.chat.completions.create(model="lita", messages=messages(data_url(video)))
@@ -259,7 +257,7 @@ def test_size_limits_are_checked_before_decoding_and_files_only_inside_the_allow
     (tmp_path / "media" / "demo.mp4").write_bytes(demo_video)
     (tmp_path / "big.mp4").write_bytes(demo_video * 2)
     settings = FrontendSettings(served[1], limits=limits, allowed_media_path=tmp_path / "media")
-    with OpenAIFrontend(settings, port=free_port()) as frontend:
+    with OpenAIFrontend(settings, port=unused_port()) as frontend:
         small = openai.OpenAI(base_url=frontend.url, api_key="none", max_retries=0)
         # Over the limit and not even base64: refused by its size, so it was never decoded.
         oversized = "data:video/mp4;base64," + "*" * (4 * len(demo_video))

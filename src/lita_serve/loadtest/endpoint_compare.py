@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import resource
-import socket
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
@@ -55,12 +54,6 @@ class EndpointLevel:
     client_cpu_ms: float  # perf_analyzer, per request
     frontend_cpu_ms: float  # this process (the OpenAI frontend's thread), per request
     triton_cpu_ms: float | None  # tritonserver and its model processes, per request (None: not ours)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _proc_cpu_s(pids: Sequence[int]) -> float:
@@ -119,6 +112,7 @@ def compare_endpoints(repository: str | Path | None, out_dir: str | Path, levels
     ``repository`` unless ``url`` (host:grpc_port) names a running one; the frontend always
     runs here, forwarding to it."""
     from lita_serve.openai_api import FrontendSettings, OpenAIFrontend  # noqa: PLC0415 - the serve extra
+    from lita_serve.launcher import Ports, TritonServer, stub_processes  # noqa: PLC0415
     from lita_serve.openai_api.frontend_settings import limits_of  # noqa: PLC0415
 
     out = Path(out_dir)
@@ -133,13 +127,11 @@ def compare_endpoints(repository: str | Path | None, out_dir: str | Path, levels
     with ExitStack() as stack:
         server_pids = None
         if url is None:
-            from lita_serve.launcher import Ports, TritonServer, stub_processes  # noqa: PLC0415
-
             server = stack.enter_context(TritonServer(Path(repository), ports=Ports.free()))
             url = server.grpc_url
             server_pids = [server.process.pid, *(s.pid for s in stub_processes(server.process.pid))]
         settings = FrontendSettings(url, limits=limits_of(repository))
-        frontend = stack.enter_context(OpenAIFrontend(settings, port=_free_port()))
+        frontend = stack.enter_context(OpenAIFrontend(settings, port=Ports.free().http))
         _warm_up(url, sources, question, max_tokens)
         meter = _CpuMeter(server_pids)
         for level in levels:
