@@ -17,7 +17,7 @@ from lita_serve.loadtest import encode_bytes_b64, make_videos, run_load_test, wr
 from lita_serve.loadtest.endpoint_compare import compare_endpoints, format_table
 from lita_serve.loadtest.inputs import distinct_copies
 from lita_serve.loadtest.perf import LIBB64, PerfOptions, cuda_runtime_libdir, openai_perf_command, perf_command
-from lita_serve.loadtest.token_timing import latency_by_concurrency, read_profile_export
+from lita_serve.loadtest.token_timing import latency_by_concurrency, shrink_export
 
 
 def ensure_libb64() -> None:
@@ -93,6 +93,9 @@ def test_ttft_and_itl_from_a_profile_export(tmp_path):
     assert level.ttft_ms[50] == pytest.approx(25.0)  # Triton 30 ms, OpenAI 25 - 5 = 20 ms
     assert level.ttft_ms[99] == pytest.approx(29.9, abs=0.01)
     assert level.itl_ms[50] == pytest.approx(3.0)  # gaps 2, 8 (Triton) and 4, 0 (OpenAI)
+    timeline = json.loads(shrink_export(path, tmp_path / "tokens.json").read_text())
+    assert not path.exists() and timeline["version"] == "2.51.0"
+    assert [len(r["token_timestamps"]) for r in timeline["levels"][0]["requests"]] == [3, 3]
 
 
 @pytest.mark.server
@@ -123,8 +126,11 @@ def test_cold_and_warm_regimes_are_measured_apart_and_proven(triton_server, tmp_
     rows = list(csv.DictReader(open(summary["csv"])))
     assert [(r["regime"], r["concurrency"]) for r in rows] == [("cold", "1"), ("cold", "2"), ("warm", "1"), ("warm", "2")]
     assert all(float(r["ttft_p50_ms"]) > 0 and "itl_p99_ms" in r for r in rows)
-    export = read_profile_export(tmp_path / "load" / "runs" / "warm_c2_profile.json")
-    assert export["version"] == "2.51.0" and export["experiments"][0]["experiment"] == {"mode": "concurrency", "value": 2}
+    # The export (megabytes: every request's video) is replaced by the token timeline it gave.
+    timeline = json.loads((tmp_path / "load" / "runs" / "warm_c2_tokens.json").read_text())
+    assert timeline["version"] == "2.51.0" and timeline["levels"][0]["concurrency"] == 2
+    assert sum(len(r["token_timestamps"]) for r in timeline["levels"][0]["requests"]) >= warm[1]["tokens"]
+    assert not list((tmp_path / "load" / "runs").glob("*_profile.json"))
     log = (tmp_path / "load" / "runs" / "cold_c1.log").read_text()
     assert "Detected decoupled model" in log  # the streaming path was used
     assert (tmp_path / "load" / "perf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from lita_serve.loadtest.inputs import DEFAULT_QUESTIONS, make_videos, write_input_data, write_openai_input_data
 from lita_serve.loadtest.perf import PerfOptions, openai_perf_command, perf_command, read_csv, run_perf_analyzer
-from lita_serve.loadtest.token_timing import latency_by_concurrency, read_profile_export
+from lita_serve.loadtest.token_timing import latency_by_concurrency, read_profile_export, shrink_export
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ def compare_endpoints(repository: str | Path | None, out_dir: str | Path, levels
                 before = meter.read()
                 run_perf_analyzer(cmd, runs / f"{endpoint}_c{level}.log", timeout)
                 results.append(_level(endpoint, level, csv_path, profile, before, meter.read()))
+                shrink_export(profile, runs / f"{endpoint}_c{level}_tokens.json")
                 logger.info("endpoint level measured", extra=asdict(results[-1]))
     summary = {"levels": [asdict(r) for r in results], "ratios": _ratios(results),
                "videos": [str(p) for p in sources], "max_tokens": max_tokens}

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 from lita_serve.loadtest.inputs import DEFAULT_QUESTIONS, distinct_copies, make_video_mix, write_input_data
 from lita_serve.loadtest.perf import PerfOptions, perf_command, read_csv, run_perf_analyzer
 from lita_serve.loadtest.plot import plot_regimes
-from lita_serve.loadtest.token_timing import PERCENTILES, StreamLatency, latency_by_concurrency
+from lita_serve.loadtest.token_timing import PERCENTILES, StreamLatency, latency_by_concurrency, shrink_export
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +197,7 @@ def run_load_test(repository: str | Path | None, out_dir: str | Path, concurrenc
                 after = cache_lookups(metrics) if metrics else before
                 row = _level_row(read_csv(csv_path)[0], level, before, after).with_stream(
                     latency_by_concurrency(profile).get(level))
+                shrink_export(profile, runs / f"{regime}_c{level}_tokens.json")
                 results[regime].append(row)
                 logger.info("load level measured", extra={"regime": regime, **row.to_json()})
         one_shot = {k: v for k, v in sampling.items() if k != "stream"}  # the SDK chooses streaming per call

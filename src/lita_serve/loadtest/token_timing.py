@@ -124,3 +124,23 @@ def latency_by_concurrency(path: str | Path) -> dict[int, StreamLatency]:
     """Per concurrency level of a profile export: TTFT and ITL percentiles."""
     export = read_profile_export(path)
     return {int(e["experiment"]["value"]): stream_latency(in_windows(e)) for e in export.get("experiments", [])}
+
+
+def shrink_export(path: str | Path, timeline: str | Path) -> Path:
+    """Replace the export at ``path`` (megabytes: every request's video is in it) by ``timeline``,
+    a small JSON of what the figures are computed from: per level, each request's start and its
+    token times (ns), and which requests ended inside the measurement windows."""
+    export = read_profile_export(path)
+    levels = []
+    for e in export.get("experiments", []):
+        kept = {id(r) for r in in_windows(e)}
+        levels.append({"concurrency": int(e["experiment"]["value"]),
+                       "window_boundaries": e.get("window_boundaries", []),
+                       "requests": [{"timestamp": r["timestamp"], "token_timestamps": token_times(r),
+                                     "responses": len(r.get("response_timestamps", [])), "in_windows": id(r) in kept}
+                                    for r in e.get("requests", [])]})
+    out = Path(timeline)
+    out.write_text(json.dumps({"version": export.get("version"), "service_kind": export.get("service_kind"),
+                               "levels": levels}))
+    Path(path).unlink()
+    return out
