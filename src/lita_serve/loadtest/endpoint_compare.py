@@ -118,7 +118,9 @@ def compare_endpoints(repository: str | Path | None, out_dir: str | Path, levels
     out = Path(out_dir)
     runs = out / "endpoints"
     runs.mkdir(parents=True, exist_ok=True)
-    opts = options or PerfOptions(request_count=24, max_trials=4, stability_percentage=100)
+    # Both endpoints get the same fixed load: three windows of ``request_count`` requests, not a
+    # search for stability (a shared 2-core host rarely settles; the comparison is what matters).
+    opts = options or PerfOptions(request_count=24, max_trials=3, stability_percentage=1000)
     sources = [Path(v) for v in videos] if videos else make_videos(out / "videos", count=2, seconds=6.0)
     grpc_input = write_input_data(sources, runs / "grpc_input.json", [question],
                                   {"max_tokens": max_tokens, "greedy": True, "stream": True})
@@ -206,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     summary = compare_endpoints(args.repository, args.out, [int(x) for x in args.levels.split(",")], url=args.url,
                                 max_tokens=args.max_tokens,
-                                options=PerfOptions(request_count=args.request_count, max_trials=4,
-                                                    stability_percentage=100))
+                                options=PerfOptions(request_count=args.request_count, max_trials=3,
+                                                    stability_percentage=1000))
     print(format_table(summary))
     print(f"json: {Path(args.out) / 'endpoints.json'}")
     return 0
