@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import http.server
 import itertools
 import json
 import os
@@ -16,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -275,6 +278,26 @@ def test_size_limits_are_checked_before_decoding_and_files_only_inside_the_allow
         for url in (f"file://{tmp_path}/big.mp4", f"file://{tmp_path}/media/../big.mp4"):
             with pytest.raises(openai.BadRequestError):
                 small.chat.completions.create(model="lita", messages=messages(url))
+
+
+def test_remote_videos_are_fetched_only_when_allowed_and_within_the_limit(served, demo_video, tmp_path, plain):
+    (tmp_path / "demo.mp4").write_bytes(demo_video)
+    (tmp_path / "big.mp4").write_bytes(demo_video * 2)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as media:
+        threading.Thread(target=media.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{media.server_address[1]}"
+        settings = FrontendSettings(served[1], allow_remote_media=True,
+                                    limits=ServeLimits(max_video_bytes=len(demo_video) + 10))
+        with OpenAIFrontend(settings, port=unused_port()) as frontend:
+            remote = openai.OpenAI(base_url=frontend.url, api_key="none", max_retries=0)
+            answer = remote.chat.completions.create(model="lita", messages=messages(f"{base}/demo.mp4"), max_tokens=32)
+            assert answer.choices[0].message.content == plain.choices[0].message.content
+            with pytest.raises(openai.APIStatusError) as info:
+                remote.chat.completions.create(model="lita", messages=messages(f"{base}/big.mp4"))
+            assert info.value.status_code == 413
+        media.shutdown()
 
 
 def test_limits_come_from_the_repository_and_busy_means_429(served):
