@@ -83,14 +83,18 @@ def demo_video(tmp_path_factory) -> bytes:
 def served(tmp_path_factory):
     """``lita serve --openai-port`` on the demo repository, API key from $LITA_API_KEY:
     (OpenAI base URL, gRPC URL, repository)."""
-    repo = build_demo_repository(tmp_path_factory.mktemp("openai_demo") / "repo", progress=False)
+    root = tmp_path_factory.mktemp("openai_demo")
+    repo = build_demo_repository(root / "repo", progress=False)
     ports, port = Ports.free(), unused_port()
     cmd = [sys.executable, "-m", "lita_serve.cli", "serve", "-r", str(repo), "--http-port", str(ports.http),
            "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics), "--openai-port", str(port)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "LITA_API_KEY": KEY}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    log = open(root / "serve.log", "wb")
+    proc = subprocess.Popen(cmd, env={**os.environ, "LITA_API_KEY": KEY}, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=240)
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", proc, timeout=240)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}:\n{(root / 'serve.log').read_text(errors='replace')[-2000:]}") from exc
         yield f"http://127.0.0.1:{port}/v1", f"127.0.0.1:{ports.grpc}", repo
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -99,6 +103,7 @@ def served(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 @pytest.fixture(scope="module")
