@@ -13,7 +13,7 @@ PERF_VENV ?= .venv-perf
 PERF_STAMP := $(PERF_VENV)/.installed
 export LITA_PERF_ANALYZER := $(abspath $(PERF_VENV))/bin/perf_analyzer
 
-.PHONY: setup perf-tools load-deps media-deps test demo serve eval bench load soak rss gpu-check clean
+.PHONY: setup perf-tools load-deps media-deps test demo serve eval bench load soak rss gpu-check clean load-openai
 
 # The server package (runtime core + build step) and the client distribution it takes its
 # contract from, both editable.
@@ -63,6 +63,10 @@ bench: setup
 
 load: setup perf-tools $(REPO)/lita.json
 	$(BIN)/lita load-test --repository $(REPO)
+
+# Streamed requests over gRPC and over the OpenAI-compatible endpoint, side by side (concurrency 1 and 8).
+load-openai: setup perf-tools $(REPO)/lita.json
+	$(BIN)/python -m lita_serve.loadtest.endpoint_compare --repository $(REPO)
 
 soak: setup
 	$(BIN)/python -m benchmarks.soak --short

@@ -31,7 +31,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           host=args.host, log_path=args.log_file, log_verbose=args.log_verbose, tls=tls)
     print(f"serving {args.repository} on grpc {server.grpc_url}{' (TLS)' if tls else ''}, http {server.http_url}",
           file=sys.stderr)
-    return serve_forever(server, timeout=args.timeout, supervise=args.supervise)
+    frontend = _openai_frontend(args, server) if args.openai_port else None
+    try:
+        return serve_forever(server, timeout=args.timeout, supervise=args.supervise)
+    finally:
+        if frontend is not None:
+            frontend.stop()
+
+
+def _openai_frontend(args: argparse.Namespace, server):
+    """Start the OpenAI-compatible endpoint beside tritonserver (``--openai-port``)."""
+    if server.tls is not None:
+        raise LitaError("--openai-port forwards over plain gRPC on loopback; it cannot be combined with gRPC TLS")
+    from lita_serve.openai_api import FrontendSettings, OpenAIFrontend
+    from lita_serve.openai_api.frontend_settings import api_key_from, limits_of
+
+    settings = FrontendSettings(server.grpc_url, api_key=api_key_from(args.api_key),
+                                allowed_media_path=args.allowed_media_path,
+                                allow_remote_media=args.allow_remote_media, timeout_s=args.openai_timeout,
+                                limits=limits_of(args.repository))
+    frontend = OpenAIFrontend(settings, host=args.host, port=args.openai_port).start()
+    print(f"OpenAI-compatible endpoint on {frontend.url}{' (API key required)' if settings.api_key else ''}",
+          file=sys.stderr)
+    return frontend
 
 
 def cmd_tokenizer_convert(args: argparse.Namespace) -> int:
@@ -270,6 +292,14 @@ def _add_serve(sub) -> None:
     p.add_argument("--grpc-root-cert", type=Path, default=None, help="CA certificate: require client certificates")
     p.add_argument("--supervise", action="store_true",
                    help="restart the server when it dies or a model process fails (instead of exiting)")
+    p.add_argument("--openai-port", type=int, default=None,
+                   help="also serve an OpenAI-compatible /v1/chat/completions on this port (off by default)")
+    p.add_argument("--api-key", default=None, help="bearer key the OpenAI endpoint requires (default: $LITA_API_KEY)")
+    p.add_argument("--allowed-media-path", type=Path, default=None,
+                   help="folder the OpenAI endpoint may read file:// video URLs from (default: none)")
+    p.add_argument("--allow-remote-media", action="store_true",
+                   help="let the OpenAI endpoint fetch http(s) video URLs (off: refused)")
+    p.add_argument("--openai-timeout", type=float, default=120.0, help="seconds per OpenAI request")
     p.set_defaults(func=cmd_serve)
 
 

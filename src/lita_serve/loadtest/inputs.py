@@ -25,7 +25,7 @@ import struct
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from lita_client.contract import SAMPLING_INPUTS
+from lita_client.contract import ENSEMBLE, SAMPLING_INPUTS
 
 DEFAULT_QUESTIONS = ("When does the red circle appear?", "Describe the video with timestamps.")
 # The cold regime's videos: (width, height, seconds) at 25 fps, H.264 with B-frames. Flat
@@ -108,3 +108,23 @@ def make_videos(folder: str | Path, count: int = 2, seconds: float = 6.0) -> lis
             make_event_video(path, duration_s=seconds, fps=10, width=160, height=120, events=[event], seed=i)
         paths.append(path)
     return paths
+
+
+def chat_body(video: bytes, question: str, max_tokens: int, model: str = ENSEMBLE) -> dict[str, Any]:
+    """A streamed, greedy ``/v1/chat/completions`` body asking ``question`` about ``video`` (a data URL)."""
+    url = "data:video/mp4;base64," + base64.b64encode(video).decode("ascii")
+    return {"model": model, "max_tokens": max_tokens, "stream": True,
+            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                                      {"type": "text", "text": question}]}]}
+
+
+def write_openai_input_data(videos: Sequence[str | Path | bytes], path: str | Path, questions: Sequence[str],
+                            max_tokens: int) -> Path:
+    """perf_analyzer's input for its ``openai`` service kind: ``{"data": [{"payload": [body]}, ...]}``,
+    one entry per (video, question) pair, each body streamed (see perf_analyzer's docs/benchmarking.md)."""
+    data = [{"payload": [chat_body(v if isinstance(v, bytes) else Path(v).read_bytes(), q, max_tokens)]}
+            for v in videos for q in questions]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"data": data}))
+    return path

@@ -91,13 +91,36 @@ class PerfOptions:
     extra_args: list[str] = field(default_factory=list)
 
 
-def perf_command(url: str, input_data: Path, csv_path: Path, opts: PerfOptions, model: str = ENSEMBLE) -> list[str]:
-    """perf_analyzer over streaming gRPC (the ensemble is decoupled) with the given real inputs."""
+def perf_command(url: str, input_data: Path, csv_path: Path, opts: PerfOptions, model: str = ENSEMBLE,
+                 profile_path: Path | None = None) -> list[str]:
+    """perf_analyzer over streaming gRPC (the ensemble is decoupled) with the given real inputs;
+    with ``profile_path`` it also exports every request's and response's timestamps there."""
+    return _command(["-i", "grpc", "-u", url, "--streaming"], model, input_data, csv_path, opts, profile_path)
+
+
+def openai_perf_command(url: str, input_data: Path, csv_path: Path, opts: PerfOptions, model: str = ENSEMBLE,
+                        profile_path: Path | None = None, api_key: str | None = None) -> list[str]:
+    """perf_analyzer against an OpenAI-compatible ``url`` (host:port) on ``v1/chat/completions``.
+
+    perf_analyzer 2.51 refuses ``--streaming`` with this service kind: a request asks for a stream
+    in its own body (``"stream": true``, see :func:`~lita_serve.loadtest.inputs.write_openai_input_data`)
+    and perf_analyzer records each server-sent event it reads as a response.
+    """
+    args = ["--service-kind", "openai", "--endpoint", "v1/chat/completions", "-u", url, "--async"]
+    if api_key:
+        args += ["-H", f"Authorization:Bearer {api_key}"]
+    return _command(args, model, input_data, csv_path, opts, profile_path)
+
+
+def _command(transport: list[str], model: str, input_data: Path, csv_path: Path, opts: PerfOptions,
+             profile_path: Path | None) -> list[str]:
     lo, hi = opts.concurrency
-    cmd = [str(find_perf_analyzer()), "-m", model, "-i", "grpc", "-u", url, "--streaming",
+    cmd = [str(find_perf_analyzer()), "-m", model, *transport,
            "--input-data", str(input_data), "--concurrency-range", f"{lo}:{hi}:{opts.step}",
            "-f", str(csv_path), "--stability-percentage", str(opts.stability_percentage),
            "--max-trials", str(opts.max_trials)]
+    if profile_path is not None:
+        cmd += ["--profile-export-file", str(profile_path)]
     if opts.request_count > 0:
         cmd += ["--measurement-mode", "count_windows", "--measurement-request-count", str(opts.request_count)]
     else:

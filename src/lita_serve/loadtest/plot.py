@@ -1,4 +1,5 @@
-"""PNG plot of a load test: throughput against p50 and p99 latency, one line per regime."""
+"""PNG plot of a load test: throughput against p50 and p99 latency, one line per regime; beside it
+time to first token and inter-token latency per concurrency level."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def plot_regimes(results: Mapping[str, Sequence[Any]], path: str | Path, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (ax, tokens_ax) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
     for (regime, rows), color in zip(results.items(), ("tab:red", "tab:blue", "tab:green")):
         if not rows:
             continue
@@ -30,11 +31,32 @@ def plot_regimes(results: Mapping[str, Sequence[Any]], path: str | Path, title: 
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("throughput (requests/s)")
-    ax.set_title(f"{title}: cold = a new video every request; warm = cached features")
+    ax.set_title(f"{title}: cold = a new video every request; warm = cached features", fontsize=10)
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    _plot_token_latency(tokens_ax, results)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _plot_token_latency(ax: Any, results: Mapping[str, Sequence[Any]]) -> None:
+    """TTFT (p50 solid, p99 dashed) and ITL p50 (dotted) in ms against concurrency, per regime."""
+    for (regime, rows), color in zip(results.items(), ("tab:red", "tab:blue", "tab:green")):
+        timed = [r for r in rows if getattr(r, "ttft_p50_ms", None) is not None]
+        if not timed:
+            continue
+        levels = [r.concurrency for r in timed]
+        ax.plot(levels, [r.ttft_p50_ms for r in timed], "-o", color=color, label=f"{regime} TTFT p50")
+        ax.plot(levels, [r.ttft_p99_ms for r in timed], "--s", color=color, label=f"{regime} TTFT p99")
+        itl = [(r.concurrency, r.itl_p50_ms) for r in timed if r.itl_p50_ms is not None]
+        if itl:
+            ax.plot(*zip(*itl), ":^", color=color, label=f"{regime} ITL p50")
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrency")
+    ax.set_ylabel("ms")
+    ax.set_title("time to first token, inter-token latency", fontsize=10)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=8)

@@ -10,6 +10,10 @@ every run) and is bracketed by reads of the server's ``lita_feature_cache_lookup
 counters, so the report proves its regime: a cold level whose hit ratio is over
 :data:`MAX_COLD_HIT_RATIO` is marked invalid. A cold request's latency measured with the SDK on
 other fresh copies checks the cold level-1 throughput from outside perf_analyzer.
+
+Requests ask for one response per token (``stream``), and every level's perf_analyzer run
+exports its per-response timestamps, from which each level gets its time to first token and
+inter-token latency percentiles (:mod:`~lita_serve.loadtest.token_timing`).
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from typing import Any, Iterator, Sequence
 from lita_serve.loadtest.inputs import DEFAULT_QUESTIONS, distinct_copies, make_video_mix, write_input_data
 from lita_serve.loadtest.perf import PerfOptions, perf_command, read_csv, run_perf_analyzer
 from lita_serve.loadtest.plot import plot_regimes
+from lita_serve.loadtest.token_timing import PERCENTILES, StreamLatency, latency_by_concurrency, shrink_export
 
 logger = logging.getLogger(__name__)
 
 REGIMES = ("cold", "warm")
+# The streaming-latency columns of the CSV (and keys of each level in summary.json).
+STREAM_COLUMNS = tuple(f"{kind}_p{q}_ms" for kind in ("ttft", "itl") for q in PERCENTILES)
 MAX_COLD_HIT_RATIO = 0.1
 _LOOKUPS = "lita_feature_cache_lookups_total"
 
@@ -50,6 +57,21 @@ class LevelResult:
     avg_ms: float
     hits: int
     misses: int
+    # Streaming latency (ms) from the per-response timestamps; None where no token was timed.
+    ttft_p50_ms: float | None = None
+    ttft_p90_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    itl_p50_ms: float | None = None
+    itl_p90_ms: float | None = None
+    itl_p99_ms: float | None = None
+    tokens: int = 0
+
+    def with_stream(self, stream: StreamLatency | None) -> "LevelResult":
+        """This level with the TTFT / ITL percentiles of ``stream``."""
+        if stream is None:
+            return self
+        values = {k: v for k, v in stream.flat().items() if k.startswith(("ttft_", "itl_"))}
+        return replace(self, tokens=stream.tokens, **values)
 
     @property
     def hit_ratio(self) -> float | None:
@@ -144,6 +166,7 @@ def run_load_test(repository: str | Path | None, out_dir: str | Path, concurrenc
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     sampling = {"max_tokens": 16, "greedy": True} if sampling is None else dict(sampling)
+    sampling.setdefault("stream", True)  # one response per token: TTFT and ITL are measurable
     # Count windows bound the requests per level, so each level's input file can hold one fresh
     # video per request. Cold requests take seconds each: a few windows of 8, judged leniently.
     opts = options or PerfOptions(request_count=8, max_trials=6, stability_percentage=100)
@@ -167,14 +190,18 @@ def run_load_test(repository: str | Path | None, out_dir: str | Path, concurrenc
                     input_data = warm_input
                 before = cache_lookups(metrics) if metrics else {"hit": 0.0, "miss": 0.0}
                 csv_path = runs / f"{regime}_c{level}.csv"
+                profile = runs / f"{regime}_c{level}_profile.json"
                 level_opts = replace(opts if regime == "cold" else warm_opts, concurrency=(level, level))
-                run_perf_analyzer(perf_command(grpc_url, input_data, csv_path, level_opts),
+                run_perf_analyzer(perf_command(grpc_url, input_data, csv_path, level_opts, profile_path=profile),
                                   runs / f"{regime}_c{level}.log", timeout)
                 after = cache_lookups(metrics) if metrics else before
-                row = _level_row(read_csv(csv_path)[0], level, before, after)
+                row = _level_row(read_csv(csv_path)[0], level, before, after).with_stream(
+                    latency_by_concurrency(profile).get(level))
+                shrink_export(profile, runs / f"{regime}_c{level}_tokens.json")
                 results[regime].append(row)
                 logger.info("load level measured", extra={"regime": regime, **row.to_json()})
-        client_ms = client_cold_latencies_ms(grpc_url, fresh, question, sampling, client_rounds * len(sources))
+        one_shot = {k: v for k, v in sampling.items() if k != "stream"}  # the SDK chooses streaming per call
+        client_ms = client_cold_latencies_ms(grpc_url, fresh, question, one_shot, client_rounds * len(sources))
     return _report(out, results, sources, client_ms, metrics is not None)
 
 
@@ -198,12 +225,14 @@ def _report(out: Path, results: dict[str, list[LevelResult]], sources: Sequence[
         summary["cold_c1_throughput_vs_client"] = round(cold[0].throughput * statistics.fmean(client_ms) / 1e3, 3)
     with open(out / "perf.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["regime", "concurrency", "throughput", "p50_ms", "p90_ms", "p99_ms", "avg_ms", "hit_ratio"])
+        writer.writerow(["regime", "concurrency", "throughput", "p50_ms", "p90_ms", "p99_ms", "avg_ms", "hit_ratio",
+                         *STREAM_COLUMNS])
         for regime, rows in results.items():
             for r in rows:
                 writer.writerow([regime, r.concurrency, f"{r.throughput:.4f}", f"{r.p50_ms:.1f}", f"{r.p90_ms:.1f}",
                                  f"{r.p99_ms:.1f}", f"{r.avg_ms:.1f}",
-                                 "" if r.hit_ratio is None else f"{r.hit_ratio:.3f}"])
+                                 "" if r.hit_ratio is None else f"{r.hit_ratio:.3f}",
+                                 *("" if getattr(r, c) is None else f"{getattr(r, c):.2f}" for c in STREAM_COLUMNS)])
     plot_regimes(results, out / "perf.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -238,8 +267,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     for regime, rows in summary["regimes"].items():
         for r in rows:
             ratio = "?" if r["hit_ratio"] is None else f"{r['hit_ratio']:.2f}"
+            stream = "" if r.get("ttft_p50_ms") is None else (
+                f", TTFT p50/p99 {r['ttft_p50_ms']:.0f}/{r['ttft_p99_ms']:.0f} ms, "
+                f"ITL p50/p99 {r['itl_p50_ms'] or 0:.1f}/{r['itl_p99_ms'] or 0:.1f} ms")
             print(f"{regime} concurrency {r['concurrency']}: {r['throughput']:.2f} req/s, p50 {r['p50_ms']:.0f} ms, "
-                  f"p99 {r['p99_ms']:.0f} ms, cache hit ratio {ratio}")
+                  f"p99 {r['p99_ms']:.0f} ms, cache hit ratio {ratio}{stream}")
     validity = {True: "valid", False: "INVALID (cache hits over 10 %)", None: "unverified (no metrics url)"}
     print(f"cold regime: {validity[summary['cold_valid']]}")
     if "client_cold_mean_ms" in summary:
