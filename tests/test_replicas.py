@@ -219,6 +219,8 @@ def test_killing_a_replica_mid_run_loses_nothing_and_the_restarted_one_rejoins(
     assert [a["question_id"] for a in answers] == list(range(32))
     assert all(a["raw_answer"] == expected for a in answers)
     assert state[replica_b.grpc_url]["up"] is False  # taken out of rotation when it died
+    # Requests in flight on the killed replica were placed again on the other one.
+    assert sum(r["requests"] for r in state.values()) > 32, state
     assert restarted_count == 0  # a fresh process: its counter starts at zero
     assert all(a.raw_text == expected for a in again)
     assert lita_successes(replica_b) == 2  # back in the round-robin: every other request
