@@ -168,10 +168,13 @@ def test_a_replica_where_nothing_listens_is_skipped(triton_server, sample_videos
     closed = f"127.0.0.1:{Ports.free().grpc}"
     before = lita_successes(triton_server)
     with LitaClient(f"{closed},{triton_server.grpc_url}", retries=0) as client:
-        answers = [client.ask(sample_videos["red_3s"], QUESTION, max_tokens=MAX_TOKENS) for _ in range(4)]
+        answers = [client.ask(sample_videos["red_3s"], QUESTION, max_tokens=MAX_TOKENS) for _ in range(3)]
+        stream = client.stream(sample_videos["red_3s"], QUESTION, max_tokens=MAX_TOKENS)
+        pieces = list(stream)
+        answers.append(stream.answer)
         state = {r["address"]: r for r in client.replicas.state()}
         health = client.health()
-    assert all(a.raw_text == expected for a in answers)
+    assert all(a.raw_text == expected for a in answers) and len(pieces) > 1
     assert lita_successes(triton_server) - before == 4
     # One attempt found the closed address down (no retry budget needed: failover is immediate);
     # it was not asked again while its re-check was not due.
@@ -180,6 +183,32 @@ def test_a_replica_where_nothing_listens_is_skipped(triton_server, sample_videos
     with LitaClient(f"{closed},127.0.0.1:{Ports.free().grpc}", retries=1, backoff_s=0.05, timeout=5) as client:
         with pytest.raises(ServerUnavailableError, match="gave up after"):
             client.ask(b"not used", QUESTION)
+
+
+@pytest.mark.server
+def test_dns_name_and_cli_health_over_several_servers(triton_server, sample_videos, expected):
+    port = triton_server.ports.grpc
+
+    async def ask() -> tuple:
+        async with AsyncLitaClient(f"dns:///localhost:{port}", wait_ready=30) as client:
+            answer = await client.ask(sample_videos["red_3s"], QUESTION, max_tokens=MAX_TOKENS)
+            return answer, [r.address for r in client.replicas.replicas]
+
+    answer, addresses = asyncio.run(ask())
+    assert answer.raw_text == expected and f"127.0.0.1:{port}" in addresses
+
+    def health(url: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lita_client.cli", "health", "--json", "--url", url,
+                               "-t", "5"], capture_output=True, text=True, timeout=60, env={**os.environ, "LITA_URL": ""})
+
+    closed = [f"127.0.0.1:{Ports.free().grpc}" for _ in range(2)]
+    proc = health(f"{triton_server.grpc_url},{closed[0]}")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["ok"], proc.stderr
+    assert [(r["url"], r["ok"]) for r in report["replicas"]] == [(triton_server.grpc_url, True), (closed[0], False)]
+    proc = health(",".join(closed))
+    assert proc.returncode == 1 and not json.loads(proc.stdout)["ok"]
+    assert closed[0] in proc.stderr and closed[1] in proc.stderr
 
 
 @pytest.mark.server

@@ -17,12 +17,15 @@ is always the one asked.
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from lita_client.errors import InvalidRequestError
+
+logger = logging.getLogger(__name__)
 
 DNS_SCHEME = "dns:///"
 RECHECK_S = 1.0           # first readiness re-check of a down replica, after this many seconds
@@ -165,12 +168,15 @@ class ReplicaSet:
         if was_up:
             replica.down_since = now
             replica.recheck_s = RECHECK_S
+            logger.info("server out of rotation", extra={"address": replica.address})
         else:
             replica.recheck_s = min(replica.recheck_s * 2, MAX_RECHECK_S)
         replica.next_check = now + replica.recheck_s
         return was_up
 
     def mark_up(self, replica: Replica) -> None:
+        if not replica.up:
+            logger.info("server back in rotation", extra={"address": replica.address})
         replica.down_since = None
         replica.recheck_s = RECHECK_S
 

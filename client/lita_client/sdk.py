@@ -198,6 +198,11 @@ class LitaClient(_Base):
     def _new_client(self, address: str) -> Any:
         return _make(grpcclient.InferenceServerClient, self._connect_kwargs(address))
 
+    def _client_of(self, replica: Replica) -> Any:
+        if replica.client is None:  # a replica a later DNS answer added
+            replica.client = self._new_client(replica.address)
+        return replica.client
+
     # --- readiness ---------------------------------------------------------------------------
     def _probe(self, client: Any, address: str, timeout: float | None) -> Health:
         flags: list[bool] = []
@@ -239,7 +244,7 @@ class LitaClient(_Base):
         healths = []
         for replica in list(self.replicas.replicas):
             if replica.up:
-                health = self._probe(replica.client, replica.address, self.options.timeout)
+                health = self._probe(self._client_of(replica), replica.address, self.options.timeout)
                 if not health.ok:
                     self.replicas.mark_down(replica)
             else:
@@ -276,8 +281,7 @@ class LitaClient(_Base):
         if not self.replicas.single:
             self._housekeeping()
         replica = self.replicas.pick(tried) or self.replicas.fallback()
-        if replica.client is None:
-            replica.client = self._new_client(replica.address)
+        self._client_of(replica)
         return replica
 
     # --- requests ----------------------------------------------------------------------------
