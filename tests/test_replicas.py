@@ -22,7 +22,8 @@ import pytest
 
 from lita_client import AsyncLitaClient, LitaClient
 from lita_client.batch import Prompt, run_batch_async
-from lita_client.errors import InvalidRequestError, ServerUnavailableError
+from lita_client.answer import Chunk
+from lita_client.errors import InvalidRequestError, ModelNotReadyError, ServerUnavailableError
 from lita_client.replicas import MAX_RECHECK_S, RECHECK_S, ReplicaSet, resolve_target, split_targets
 from lita_serve.launcher import Ports, TritonServer
 
@@ -106,6 +107,78 @@ def test_dns_answers_add_and_drop_replicas_keeping_state():
 def test_a_name_that_resolves_to_nothing_is_a_clear_error():
     with pytest.raises(InvalidRequestError, match="resolved to nothing"):
         ReplicaSet("dns:///no-such-host.invalid:8001")
+
+
+# --- the client's placement decisions (scripted replicas, no server) --------------------------
+
+class ScriptedClient(LitaClient):
+    """A LitaClient whose attempts follow a script per address instead of going over gRPC:
+    ``"ok"`` answers, ``"down"`` fails with UNAVAILABLE at once, ``"drop"`` sends one piece and
+    then fails with UNAVAILABLE, ``"loading"`` answers that the model is not ready."""
+
+    def __init__(self, url: str, script: dict[str, str], **kwargs) -> None:
+        super().__init__(url, **kwargs)
+        self.script = script
+        self.placed: list[str] = []
+        self.slept: list[float] = []
+
+    def _attempt(self, replica, arrays):
+        self.placed.append(replica.address)
+        replica.requests += 1
+        behaviour = self.script[replica.address]
+        if behaviour == "down":
+            raise ServerUnavailableError(f"cannot reach the LITA server at {replica.address}: connection refused")
+        if behaviour == "loading":
+            raise ModelNotReadyError(f"model not available on {replica.address}: model 'lita' is not ready")
+        yield Chunk("a", "a", [], 1.0, 3, 1, behaviour == "ok", {})
+        if behaviour == "drop":
+            raise ServerUnavailableError(f"cannot reach the LITA server at {replica.address}: socket closed")
+
+    def _check(self, replica, timeout=None):  # readiness as the script says
+        if self.script[replica.address] == "ok":
+            self.replicas.mark_up(replica)
+        else:
+            self.replicas.mark_down(replica)
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr("lita_client.sdk.time.sleep", slept.append)
+    return slept
+
+
+def test_failover_is_immediate_and_a_failed_server_is_skipped(no_sleep):
+    client = ScriptedClient("a:1,b:1,c:1", {"a:1": "ok", "b:1": "down", "c:1": "ok"}, retries=0)
+    answers = [client.ask(b"video", QUESTION).raw_text for _ in range(4)]
+    assert answers == ["a"] * 4 and no_sleep == []  # no retry budget, no wait: another server took it
+    assert client.placed == ["a:1", "b:1", "c:1", "a:1", "c:1"]
+
+
+def test_a_request_that_already_streamed_is_never_sent_again(no_sleep):
+    client = ScriptedClient("a:1,b:1", {"a:1": "drop", "b:1": "ok"}, retries=5)
+    with pytest.raises(ServerUnavailableError, match="socket closed"):
+        "".join(client.stream(b"video", QUESTION))
+    assert client.placed == ["a:1"]
+    assert not client.replicas.replicas[0].up  # and the server that dropped it leaves the rotation
+    assert client.ask(b"video", QUESTION).raw_text == "a" and client.placed[-1] == "b:1"
+
+
+def test_model_not_ready_moves_to_another_server_but_is_reported_for_a_single_one(no_sleep):
+    client = ScriptedClient("a:1,b:1", {"a:1": "loading", "b:1": "ok"}, retries=0)
+    assert client.ask(b"video", QUESTION).raw_text == "a" and client.placed == ["a:1", "b:1"]
+    single = ScriptedClient("a:1", {"a:1": "loading"}, retries=5)
+    with pytest.raises(ModelNotReadyError):
+        single.ask(b"video", QUESTION)
+    assert single.placed == ["a:1"] and no_sleep == []
+
+
+def test_all_servers_down_backs_off_then_gives_up(no_sleep):
+    client = ScriptedClient("a:1,b:1", {"a:1": "down", "b:1": "down"}, retries=2, backoff_s=0.5)
+    with pytest.raises(ServerUnavailableError, match="gave up after 6 attempts"):
+        client.ask(b"video", QUESTION)
+    # Each round tries every server, then waits (exponential backoff) before the next round.
+    assert no_sleep == [0.5, 1.0] and len(client.placed) == 6
 
 
 # --- real servers --------------------------------------------------------------------------------

@@ -150,9 +150,12 @@ class ReplicaSet:
                 return replica
         return None
 
-    def fallback(self) -> Replica:
-        """When no replica is ready: the down one whose re-check comes first (the attempt itself checks it)."""
-        replica = min(self.replicas, key=lambda r: (r.next_check, r.address))
+    def fallback(self, exclude: Iterable[str] = ()) -> Replica:
+        """When no replica is ready: the one not in ``exclude`` (unless all are) whose re-check comes
+        first; the attempt itself checks it."""
+        skip = set(exclude)
+        candidates = [r for r in self.replicas if r.address not in skip] or self.replicas
+        replica = min(candidates, key=lambda r: (r.next_check, r.address))
         self._cursor = (self.replicas.index(replica) + 1) % len(self.replicas)
         return replica
 

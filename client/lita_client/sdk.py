@@ -11,11 +11,12 @@ exponential backoff (nothing was generated yet, so it is idempotent); once a res
 arrived it is never retried.
 
 Several servers: ``url`` may list addresses (``"a:8001,b:8001"``) or name a headless
-Service (``"dns:///lita-grpc:8001"``, every address the name resolves to). Requests then go
+Service (``"dns:///lita-triton-grpc:8001"``, every address the name resolves to). Requests then go
 round-robin over the replicas that are ready; a request that failed with UNAVAILABLE (or found
 the model not ready) before any response is placed on another replica at once, and the failed
 replica gets no requests until a readiness check finds it ready again (see
-:mod:`lita_client.replicas`).
+:mod:`lita_client.replicas`). Once every replica failed a request, it waits as above before
+the next round; ``retries`` counts rounds.
 
 Example::
 
@@ -93,17 +94,18 @@ class _Base:
     def _translate(self, exc: BaseException, address: str | None = None) -> LitaClientError:
         return translate(exc, address or self.url, self.options.timeout)
 
-    def _failover(self, exc: LitaClientError, replica: Replica, tried: set[str]) -> bool:
-        """After ``exc`` before any response from ``replica``: whether to try another replica now.
+    def _failover(self, replica: Replica, tried: set[str]) -> bool:
+        """After a failure before any response from ``replica``: whether to try another replica now
+        (one not tried in this round: the ready ones first, then those that are down).
 
-        False when the caller should back off (or give up, or re-raise: a model that is not ready
-        on the only server is reported as before).
+        False when every replica failed in this round: the caller backs off (or gives up, or
+        re-raises: a model that is not ready on the only server is reported as before).
         """
         if self.replicas.single:
             return False
         self.replicas.mark_down(replica)
         tried.add(replica.address)
-        return self.replicas.pick(tried) is not None
+        return any(r.address not in tried for r in self.replicas.replicas)
 
     def _backoff(self, exc: LitaClientError, delays: Iterator[float], attempts: int) -> float:
         """The wait before the next attempt after ``exc``; raises when there is none.
@@ -280,7 +282,7 @@ class LitaClient(_Base):
     def _choose(self, tried: set[str]) -> Replica:
         if not self.replicas.single:
             self._housekeeping()
-        replica = self.replicas.pick(tried) or self.replicas.fallback()
+        replica = self.replicas.pick(tried) or self.replicas.fallback(tried)
         self._client_of(replica)
         return replica
 
@@ -315,9 +317,11 @@ class LitaClient(_Base):
                     self.replicas.mark_up(replica)
                 return
             except _FAILOVER_ERRORS as exc:
-                if started:
+                if started:  # never sent again; the server that dropped it leaves the rotation
+                    if not self.replicas.single:
+                        self.replicas.mark_down(replica)
                     raise
-                if self._failover(exc, replica, tried):
+                if self._failover(replica, tried):
                     continue
                 delay = self._backoff(exc, delays, attempts)
                 tried.clear()
@@ -497,7 +501,7 @@ class AsyncLitaClient(_Base):
     async def _choose(self, tried: set[str]) -> Replica:
         if not self.replicas.single:
             await self._housekeeping()
-        replica = self.replicas.pick(tried) or self.replicas.fallback()
+        replica = self.replicas.pick(tried) or self.replicas.fallback(tried)
         self._client_of(replica)
         return replica
 
@@ -531,9 +535,11 @@ class AsyncLitaClient(_Base):
                     self.replicas.mark_up(replica)
                 return
             except _FAILOVER_ERRORS as exc:
-                if started:
+                if started:  # never sent again; the server that dropped it leaves the rotation
+                    if not self.replicas.single:
+                        self.replicas.mark_down(replica)
                     raise
-                if self._failover(exc, replica, tried):
+                if self._failover(replica, tried):
                     continue
                 delay = self._backoff(exc, delays, attempts)
                 tried.clear()
