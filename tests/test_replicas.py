@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from lita_client.answer import Chunk
 from lita_client.errors import InvalidRequestError, ModelNotReadyError, ServerUnavailableError
 from lita_client.replicas import MAX_RECHECK_S, RECHECK_S, ReplicaSet, resolve_target, split_targets
 from lita_serve.launcher import Ports, TritonServer
+from lita_serve.loadtest.run import answered_requests
 
 QUESTION = "When does the colour change?"
 MAX_TOKENS = 4
@@ -183,12 +183,9 @@ def test_all_servers_down_backs_off_then_gives_up(no_sleep):
 
 # --- real servers --------------------------------------------------------------------------------
 
-def lita_successes(server: TritonServer) -> int:
+def lita_successes(server) -> int:
     """Requests the ``lita`` ensemble answered on ``server`` since it started (Triton's own counter)."""
-    with urllib.request.urlopen(f"http://{server.host}:{server.ports.metrics}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("nv_inference_request_success{") and 'model="lita"' in line))
+    return answered_requests(f"http://{server.host}:{server.ports.metrics}/metrics")
 
 
 @pytest.fixture(scope="module")

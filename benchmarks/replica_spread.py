@@ -9,7 +9,7 @@
   processes) once a third of the requests were placed: answered / lost, requests placed again,
   and wall time against the run without a kill.
 
-    python -m benchmarks.replicas [--requests 48]
+    python -m benchmarks.replica_spread [--requests 48]
 """
 
 from __future__ import annotations
@@ -19,22 +19,20 @@ import asyncio
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ARTIFACTS, build_bench_repository, compare, machine_note
+from lita_serve.loadtest.run import answered_requests
 
 QUESTION = "When does the red circle appear?"
 MAX_TOKENS = 8
 CONCURRENCY = 8
 
 
-def lita_successes(server: Any) -> int:
-    with urllib.request.urlopen(f"http://{server.host}:{server.ports.metrics}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("nv_inference_request_success{") and 'model="lita"' in line))
+def served_by(server) -> int:
+    """Requests the ``lita`` ensemble answered on ``server`` since it started (Triton's own counter)."""
+    return answered_requests(f"http://{server.host}:{server.ports.metrics}/metrics")
 
 
 def run_batch(url: str, video: bytes, n: int, kill: Any = None) -> dict[str, Any]:
@@ -89,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_batch(a.grpc_url, video, CONCURRENCY)  # warm both
         run_batch(b.grpc_url, video, CONCURRENCY)
         one = run_batch(a.grpc_url, video, n)
-        before = {s.grpc_url: lita_successes(s) for s in (a, b)}
+        before = {s.grpc_url: served_by(s) for s in (a, b)}
         two = run_batch(f"{a.grpc_url},{b.grpc_url}", video, n)
-        split = {s.grpc_url: lita_successes(s) - before[s.grpc_url] for s in (a, b)}
+        split = {s.grpc_url: served_by(s) - before[s.grpc_url] for s in (a, b)}
         print(f"spread: {n} requests, concurrency {CONCURRENCY}: per server {list(split.values())}, "
               f"errors {len(one['errors'])}/{len(two['errors'])}", flush=True)
         results["spread_wall"] = compare("spread wall time", "one server", one["wall_s"], two["wall_s"], "s")
