@@ -60,6 +60,8 @@ class BatchSummary:
     output: Path
     total: int = 0
     failures: list[tuple[Any, str]] = field(default_factory=list)
+    # With several servers: {"address", "up", "requests"} per server (requests placed, retries included).
+    servers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def succeeded(self) -> int:
@@ -181,7 +183,10 @@ def run_batch(prompts_path: str | Path, media_base: str | Path, output: str | Pa
     async def main() -> BatchSummary:
         async with AsyncLitaClient(**(client_kwargs or {})) as client:
             await client.wait_until_ready(ready_timeout)
-            return await run_batch_async(client, prompts, media_base, output, concurrency=concurrency,
-                                         sampling=sampling, progress=progress)
+            summary = await run_batch_async(client, prompts, media_base, output, concurrency=concurrency,
+                                            sampling=sampling, progress=progress)
+            if not client.replicas.single:
+                summary.servers = client.replicas.state()
+            return summary
 
     return asyncio.run(main())

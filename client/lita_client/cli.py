@@ -42,7 +42,9 @@ def _connection_parser(defaults: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("connection (before or after the subcommand)")
     group.add_argument("-u", "--url", default=default(None),
-                       help=f"gRPC address of the server (default: ${URL_ENV} or {default_url()})")
+                       help=f"gRPC address of the server, or several: a,b (requests spread over the ready "
+                            f"ones) or dns:///name:port (every address of the name) "
+                            f"(default: ${URL_ENV} or {default_url()})")
     group.add_argument("-t", "--client-timeout", type=float, default=default(ConnectionOptions.timeout),
                        help=f"seconds allowed for one request (default: {ConnectionOptions.timeout})")
     group.add_argument("--retries", type=int, default=default(RetryPolicy.retries),
@@ -138,6 +140,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print(f"{PROG}: question {question_id}: {message}", file=sys.stderr)
     print(f"{PROG}: {summary.succeeded}/{summary.total} answered, {len(summary.failures)} failed; "
           f"wrote {summary.output}", file=sys.stderr)
+    if summary.servers:
+        spread = ", ".join(f"{s['address']} {s['requests']}{'' if s['up'] else ' (down)'}" for s in summary.servers)
+        print(f"{PROG}: requests per server: {spread}", file=sys.stderr)
     return EXIT_PARTIAL if summary.failures else EXIT_OK
 
 

@@ -59,17 +59,24 @@ class Health:
     server_ready: bool
     model_ready: bool
     error: str | None = None
+    replicas: tuple["Health", ...] = ()  # each server's own, when the client has several
 
     @property
     def ok(self) -> bool:
         return self.server_live and self.server_ready and self.model_ready
 
     def to_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "model": self.model, "server_live": self.server_live,
+        data = {"url": self.url, "model": self.model, "server_live": self.server_live,
                 "server_ready": self.server_ready, "model_ready": self.model_ready, "ok": self.ok,
                 "error": self.error}
+        if self.replicas:
+            data["replicas"] = [r.to_dict() for r in self.replicas]
+        return data
 
     def lines(self) -> list[str]:
         yes = {True: "yes", False: "no"}
+        if self.replicas:
+            ready = sum(r.ok for r in self.replicas)
+            return [f"{ready} of {len(self.replicas)} servers ready"] + [line for r in self.replicas for line in r.lines()]
         return [f"server {self.url}: live={yes[self.server_live]} ready={yes[self.server_ready]}",
                 f"model {self.model}: ready={yes[self.model_ready]}"]

@@ -95,6 +95,15 @@ def cache_lookups(metrics_url: str) -> dict[str, float]:
     return counts
 
 
+def answered_requests(metrics_url: str, model: str = "lita") -> int:
+    """Requests ``model`` answered since the server started: Triton's ``nv_inference_request_success``
+    (summed over versions). Counting it on each replica shows where a client's requests went."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("nv_inference_request_success{") and f'model="{model}"' in line))
+
+
 def _level_row(row: dict[str, float], concurrency: int, before: dict[str, float], after: dict[str, float]
                ) -> LevelResult:
     ms = {key: row.get(column, 0.0) / 1e3 for key, column in (("p50_ms", "p50 latency"), ("p90_ms", "p90 latency"),
