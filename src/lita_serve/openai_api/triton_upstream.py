@@ -36,8 +36,8 @@ def channel_args() -> list[tuple[str, int]]:
 class OwnChannelLitaClient(AsyncLitaClient):
     """:class:`AsyncLitaClient` whose gRPC channel has its own subchannel pool (see the module docstring)."""
 
-    def _connect_kwargs(self) -> dict[str, Any]:
-        return {**super()._connect_kwargs(), "channel_args": channel_args()}
+    def _connect_kwargs(self, address: str) -> dict[str, Any]:
+        return {**super()._connect_kwargs(address), "channel_args": channel_args()}
 
 
 class TritonUpstream:
