@@ -83,6 +83,11 @@ MATRIX: tuple[MediaSpec, ...] = (
     MediaSpec("hd1080", ".mp4", ("-vf", "scale=1920:1080:flags=bicubic", "-c:v", "libx264", "-preset", "ultrafast",
                                  "-pix_fmt", "yuv420p"), notes="1080p, rendered small and scaled up"),
     MediaSpec("tiny32", ".mp4", ("-vf", "scale=32:32", *X264), size=(32, 32)),
+    MediaSpec("h264_pyramid", ".mp4", ("-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                                       "-x264-params", "bframes=3:b-pyramid=normal:ref=3:keyint=90"),
+              notes="B-pyramid: middle B-frames are references for their neighbours"),
+    MediaSpec("hevc_pyramid", ".mkv", ("-c:v", "libx265", "-preset", "veryfast", "-x265-params",
+                                       "log-level=error:bframes=4:b-pyramid=1:keyint=60:open-gop=1")),
     MediaSpec("long_lowfps", ".mp4", (*X264[:-2], "-g", "30"), duration_s=3600.0, fps=1, twin="",
               notes="one hour at one frame per second"),
 )
