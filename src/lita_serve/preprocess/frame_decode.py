@@ -215,6 +215,7 @@ class _Frames:
         self.display: Display | None = None
         self.target = (image_size, image_size)
         self.filled = 0
+        self._scaler = None  # one swscale context for every frame (same size and format throughout)
 
     def put(self, frame, slots: list[int]) -> None:
         if self.display is None:  # every frame of a stream is shown the same way
@@ -222,8 +223,14 @@ class _Frames:
             self.target = self.display.stored_target(frame.width, frame.height, self.image_size)
             shown_h, shown_w = (self.target[0], self.target[1]) if self.display.transpose else self.target[::-1]
             self.frames = np.empty((self.count, shown_h, shown_w, 3), np.uint8)
+        if self._scaler is None:
+            from av.video.reformatter import VideoReformatter  # noqa: PLC0415
+
+            self._scaler = VideoReformatter()
         width, height = self.target
-        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        # Colour conversion and the shrink in one swscale call, only for the wanted frames.
+        rgb = self._scaler.reformat(frame, width=width, height=height, format="rgb24",
+                                    interpolation="BICUBIC").to_ndarray()  # [H', W', 3] stored orientation
         shown = self.display.orient(rgb)  # [H', W', 3] as a player shows it
         for slot in slots:
             self.frames[slot] = shown
