@@ -55,6 +55,8 @@ MATRIX: tuple[MediaSpec, ...] = (
     MediaSpec("hevc", ".mp4", ("-c:v", "libx265", "-preset", "ultrafast", "-tag:v", "hvc1",
                                "-x265-params", "log-level=error")),
     MediaSpec("vp9", ".webm", ("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "400k")),
+    MediaSpec("vp8", ".webm", ("-c:v", "libvpx", "-deadline", "good", "-cpu-used", "5", "-b:v", "300k",
+                               "-auto-alt-ref", "1", "-lag-in-frames", "16"), notes="VP8 with hidden alt-ref frames"),
     MediaSpec("av1", ".mkv", ("-c:v", "libsvtav1", "-preset", "12", "-pix_fmt", "yuv420p")),
     MediaSpec("mpeg4", ".avi", ("-c:v", "mpeg4", "-q:v", "4", "-bf", "2"), notes="MPEG-4 part 2, B-frames, AVI"),
     MediaSpec("mjpeg", ".avi", ("-c:v", "mjpeg", "-q:v", "4", "-pix_fmt", "yuvj420p")),
