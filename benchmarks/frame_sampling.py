@@ -1,7 +1,8 @@
 """Frame sampling: 100 frames from 30/120/600 s H.264 videos at 720p and 1080p, and from a
 10-minute low-resolution one.
 
-Ours (:func:`lita_serve.preprocess.sample_video`: CLIP-ready float frames) against
+Ours (:func:`lita_serve.preprocess.sample_video` as the server's preprocess step calls it: the
+cropped uint8 frames the vision encoder normalises) against
 * a straightforward ``decord.VideoReader(path).get_batch(indices)`` at full resolution,
 * PyAV sequential decode (every frame up to the last wanted one, full-resolution RGB for the wanted ones), and
 * a full decode of every frame (PyAV, same threading as ours, no conversion): what any
@@ -99,7 +100,7 @@ def ours(path: Path) -> np.ndarray:
     from lita_serve.preprocess.video import sample_video  # noqa: PLC0415
 
     v = LitaConfig.from_name("lita-13b").vision
-    return sample_video(path, NUM_FRAMES, v.image_size, v.image_mean, v.image_std).frames
+    return sample_video(path, NUM_FRAMES, v.image_size, v.image_mean, v.image_std, normalize=False).frames
 
 
 def run(short: bool = False, repeat: int = 3) -> list[dict[str, Any]]:
