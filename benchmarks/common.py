@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import statistics
 import time
 from dataclasses import replace
@@ -93,3 +94,55 @@ def build_bench_repository(root: Path, feature_cache_bytes: int, seed: int = 0) 
     write_model_repository(repo, cfg)
     export_torch_engine(build_random_model(cfg, seed), tok_path, repo)
     return repo
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds (user + system, every thread) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def interleaved_min_cpu(fns: dict[str, Callable[[], Any]], repeat: int = 3,
+                        warmup: int = 1) -> dict[str, tuple[float, float]]:
+    """Best wall time and best process CPU time (s) of each function, runs interleaved.
+
+    CPU time counts every thread of this process (a decoder's worker threads included), so it
+    is what a run costs the machine whatever the other processes on the host do; the minimum of
+    each is taken separately, as for :func:`interleaved_min`.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    best = {name: (float("inf"), float("inf")) for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start, cpu = time.perf_counter(), process_cpu_seconds()
+            fn()
+            wall, used = time.perf_counter() - start, process_cpu_seconds() - cpu
+            best[name] = (min(best[name][0], wall), min(best[name][1], used))
+    return best
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants, plus
+    the children they have already reaped (Linux ``/proc``; 0.0 where it is not readable)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        child = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(child)
+        times[child] = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0)
+        todo += children.get(current, [])
+    return total / tick

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "ratio" in r and not math.isnan(r["ratio"]):
                 goal = "" if r.get("target") is None else f"  target {r['target']:g}x"
                 print(f"  {r['name']} vs {r['baseline_label']}: {r['ratio']:.2f}x{goal}")
+            elif "pct_of_limit" in r:
+                print(f"  {r['name']}: {r['pct_of_limit']:.0f} % (target >= {r['target_pct']:g} %)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     return results

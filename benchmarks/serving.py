@@ -3,7 +3,10 @@
 * overhead: end-to-end latency through the server vs :class:`~lita_serve.inprocess.LitaPipeline`
   in-process, concurrency 1, same video, question and sampling (feature cache off for both);
 * throughput: requests/s at concurrency 1, 2, 4, 8 (dynamic batching in the encoder, batched
-  decoding in the LLM step; cache off so every request decodes and encodes);
+  decoding in the LLM step; cache off so every request decodes and encodes), and against its
+  limit: the CPU seconds one request costs at concurrency 1 (the server's process tree plus the
+  client in this process, both on this host) imply at most ``cores / cpu_per_request``
+  requests/s; concurrency 8 is reported as a percentage of that;
 * cache: a repeated question on the same video (warm, features cached) vs the first one (cold).
 """
 
@@ -20,7 +23,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import ARTIFACTS, build_bench_repository, compare, machine_note
+from benchmarks.common import (ARTIFACTS, build_bench_repository, compare, machine_note, process_cpu_seconds,
+                               process_tree_cpu_seconds)
 
 QUESTION = "When does the red circle appear?"
 MAX_TOKENS = 16
@@ -70,10 +74,11 @@ def overhead(url: str, repo: Path, video: bytes, repeat: int, threads: int) -> d
     return result
 
 
-def throughput(url: str, video: bytes, levels: tuple[int, ...], per_worker: int) -> list[dict[str, Any]]:
+def throughput(url: str, video: bytes, levels: tuple[int, ...], per_worker: int,
+               server_pid: int | None = None) -> list[dict[str, Any]]:
     from lita_client import LitaClient  # noqa: PLC0415
 
-    rates = {}
+    rates, cpu_per_request = {}, {}
     for c in levels:
         clients = [LitaClient(url) for _ in range(c)]
         try:
@@ -82,17 +87,48 @@ def throughput(url: str, video: bytes, levels: tuple[int, ...], per_worker: int)
                     _ask(client, video)
 
             _ask(clients[0], video)
-            start = time.perf_counter()
+            server_cpu = process_tree_cpu_seconds(server_pid) if server_pid else 0.0
+            start, client_cpu = time.perf_counter(), process_cpu_seconds()
             with ThreadPoolExecutor(c) as pool:
                 list(pool.map(worker, clients))
             rates[c] = c * per_worker / (time.perf_counter() - start)
+            used = process_cpu_seconds() - client_cpu
+            if server_pid:
+                used += process_tree_cpu_seconds(server_pid) - server_cpu
+            cpu_per_request[c] = used / (c * per_worker)
         finally:
             for client in clients:
                 client.close()
-        print(f"throughput at concurrency {c}: {rates[c]:.3f} req/s", flush=True)
+        print(f"throughput at concurrency {c}: {rates[c]:.3f} req/s, {cpu_per_request[c]:.3f} CPU s per request",
+              flush=True)
     top = max(levels)
-    return [compare(f"throughput, concurrency {top} vs 1", "concurrency 1", rates[1], rates[top], "req/s",
-                    higher_is_better=True, target=1.6), {"name": "throughput by concurrency", "rates": rates}]
+    results = [compare(f"throughput, concurrency {top} vs 1", "concurrency 1", rates[1], rates[top], "req/s",
+                       higher_is_better=True, target=1.6),
+               {"name": "throughput by concurrency", "rates": rates, "cpu_s_per_request": cpu_per_request}]
+    if server_pid:
+        results.append(throughput_limit(rates[top], top, cpu_per_request[1], busy_cores=rates[top] * cpu_per_request[top]))
+    return results
+
+
+def throughput_limit(rate: float, concurrency: int, cpu_per_request: float, cores: int | None = None,
+                     busy_cores: float | None = None) -> dict[str, Any]:
+    """Print and return the CPU-bound throughput limit ``cores / cpu_per_request`` and ``rate``
+    as a percentage of it (target >= 90 %).
+
+    ``busy_cores`` (CPU seconds per second our processes got while at ``concurrency``) says how
+    much of the machine the run actually had: on a host shared with other work it is below
+    ``cores``, and the percentage is then bounded by ``busy_cores / cores`` whatever the server does.
+    """
+    cores = cores or os.cpu_count() or 1
+    limit = cores / cpu_per_request if cpu_per_request > 0 else float("nan")
+    pct = 100 * rate / limit if limit == limit else float("nan")
+    got = "" if busy_cores is None else f"; our processes had {busy_cores:.2f} of the {cores} cores meanwhile"
+    print(f"CPU per request at concurrency 1: {cpu_per_request:.3f} s (server processes + client); "
+          f"limit on {cores} cores: {limit:.3f} req/s; concurrency {concurrency}: {rate:.3f} req/s = "
+          f"{pct:.0f} % of the limit (target >= 90 %: {'met' if pct >= 90 else 'NOT met'}){got}", flush=True)
+    return {"name": f"throughput at concurrency {concurrency} vs the CPU-bound limit", "cpu_s_per_request": cpu_per_request,
+            "cores": cores, "limit_req_s": limit, "rate_req_s": rate, "pct_of_limit": pct, "target_pct": 90.0,
+            "busy_cores": busy_cores}
 
 
 def cache_warm_vs_cold(url: str, repo: Path, video: bytes, repeat: int) -> dict[str, Any]:
@@ -142,7 +178,8 @@ def run(short: bool = False, server_omp_threads: int = 1) -> list[dict[str, Any]
     plain = build_bench_repository(ARTIFACTS / "repo_nocache", feature_cache_bytes=0)
     with server_threads(server_omp_threads), TritonServer(plain, ports=Ports.free()) as server:
         results.append(overhead(server.grpc_url, plain, video, repeat, server_omp_threads))
-        results += throughput(server.grpc_url, video, (1, 2, 4, 8), per_worker=2 if short else 4)
+        results += throughput(server.grpc_url, video, (1, 2, 4, 8), per_worker=2 if short else 4,
+                              server_pid=server.process.pid if server.process else None)
     cached = build_bench_repository(ARTIFACTS / "repo_cache", feature_cache_bytes=256 << 20)
     with server_threads(server_omp_threads), TritonServer(cached, ports=Ports.free()) as server:
         results.append(cache_warm_vs_cold(server.grpc_url, cached, video, repeat))

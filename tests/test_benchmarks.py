@@ -60,3 +60,35 @@ def test_gpu_check_parity_runs_on_cpu(tmp_path):
     assert report["float32"]["token_exact"] and report["float32"]["embeddings_max_abs_diff"] == 0
     assert report["float16"]["ok"] and report["bfloat16"]["ok"], report
     assert report["reference_ids"], "the demo model answers"
+
+
+def test_process_tree_cpu_counts_a_busy_child():
+    """The serving benchmark's CPU per request sums the server's process tree: a child that
+    burns CPU shows up in its parent's tree and not in an unrelated pid's."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.common import process_tree_cpu_seconds
+
+    before = process_tree_cpu_seconds(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c",
+                              "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+                              "time.sleep(30)"])
+    try:
+        deadline = time.monotonic() + 20
+        while process_tree_cpu_seconds(child.pid) < 0.4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process_tree_cpu_seconds(child.pid) >= 0.4
+        assert process_tree_cpu_seconds(os.getpid()) - before >= 0.4
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_throughput_limit_is_cores_over_cpu_per_request():
+    from benchmarks.serving import throughput_limit
+
+    r = throughput_limit(rate=3.0, concurrency=8, cpu_per_request=0.5, cores=2)
+    assert r["limit_req_s"] == pytest.approx(4.0) and r["pct_of_limit"] == pytest.approx(75.0)

@@ -7,9 +7,11 @@ stream's display matrix and shaped by its sample aspect ratio
 which the caller's plan picks the frames by time (:mod:`lita_serve.preprocess.timeline`):
 
 * PyAV (preferred): one demux pass, then only the packets the wanted frames depend on are
-  decoded (GOPs without a wanted frame and unwanted non-reference H.264 frames are skipped,
-  :mod:`lita_serve.preprocess.packets`), and only the wanted frames are converted and shrunk
-  (bicubic) — exact frames, about half the decoding work on typical H.264;
+  decoded (GOPs without a wanted frame and unwanted non-reference H.264/HEVC frames are never
+  sent, :mod:`lita_serve.preprocess.packets`; the decoder itself drops the unwanted
+  non-reference frames of the codecs in :data:`DECODER_DROPS_NONREF`), and only the wanted
+  frames are converted and shrunk (bicubic, one swscale call each) — exact frames, about half
+  the decoding work on typical H.264;
 * decord: seeks to the wanted frames and lets ffmpeg's scaler (bicubic) shrink them while
   decoding, but converts every decoded frame. It knows nothing of display matrices, so
   files a player would rotate, flip or stretch go to PyAV instead.
@@ -45,6 +47,8 @@ class DecodedFrames:
     indices: np.ndarray  # int64 [F], display indices of the frames (what the plan chose)
     timeline: Timeline  # every frame of the stream
     fps: float  # the stream's average frame rate (0.0 when it does not say)
+    decoded_frames: int = 0  # frames the decoder produced, wanted or not (PyAV; 0 where the backend does not say)
+    total_packets: int = 0  # the stream's packets (PyAV; 0 where the backend does not say)
 
 
 PlanFn = Callable[[Timeline], np.ndarray]  # the stream's timeline -> display indices to decode; may raise
@@ -102,6 +106,15 @@ def decode_decord(src: VideoSource, plan: PlanFn, image_size: int, num_threads: 
 
 
 _MICROSECOND = Fraction(1, 1_000_000)
+
+# Decoders whose ``skip_frame = NONREF`` drops exactly the frames no other frame refers to, as
+# the bitstream marks them (FFmpeg 8.0 as bundled with PyAV 18): H.264 NAL units with
+# ``nal_ref_idc == 0`` (libavcodec/h264dec.c, decode_nal_units), MPEG-1/2 B pictures
+# (libavcodec/mpeg12dec.c, decode_chunks), MPEG-4 part 2 / H.263 B-VOPs (libavcodec/h263dec.c,
+# ff_h263_decode_frame) and VP8 frames that refresh no reference buffer (libavcodec/vp8.c,
+# vp78_decode_frame). HEVC is left out: FFmpeg's test ignores the temporal sub-layer, so
+# non-reference HEVC pictures are chosen by :mod:`lita_serve.preprocess.packets` instead.
+DECODER_DROPS_NONREF = frozenset({"h264", "mpeg1video", "mpeg2video", "mpeg4", "h263", "vp8"})
 
 
 def _decord_timeline(times: np.ndarray, fps: float) -> Timeline:
@@ -175,12 +188,13 @@ def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: in
         timeline = _packet_timeline(packets, layout, stream.time_base, fps)
         indices = plan(timeline)
         out = _Frames(len(indices), image_size, codec.sample_aspect_ratio)
-        _decode_selected(codec, packets, layout, indices, out, src)
+        made = _decode_selected(codec, packets, layout, indices, out, src)
     if out.filled < len(indices):
         raise VideoDecodeError(
             f"{src.label} is truncated or corrupt: decoded fewer frames than its {len(packets)} packets"
         )
-    return DecodedFrames(frames=out.frames, indices=indices, timeline=timeline, fps=fps)
+    return DecodedFrames(frames=out.frames, indices=indices, timeline=timeline, fps=fps, decoded_frames=made,
+                         total_packets=len(packets))
 
 
 def _packet_timeline(packets, layout: PacketLayout, time_base: Fraction | None, fps: float) -> Timeline:
@@ -201,6 +215,7 @@ class _Frames:
         self.display: Display | None = None
         self.target = (image_size, image_size)
         self.filled = 0
+        self._scaler = None  # one swscale context for every frame (same size and format throughout)
 
     def put(self, frame, slots: list[int]) -> None:
         if self.display is None:  # every frame of a stream is shown the same way
@@ -208,8 +223,14 @@ class _Frames:
             self.target = self.display.stored_target(frame.width, frame.height, self.image_size)
             shown_h, shown_w = (self.target[0], self.target[1]) if self.display.transpose else self.target[::-1]
             self.frames = np.empty((self.count, shown_h, shown_w, 3), np.uint8)
+        if self._scaler is None:
+            from av.video.reformatter import VideoReformatter  # noqa: PLC0415
+
+            self._scaler = VideoReformatter()
         width, height = self.target
-        rgb = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        # Colour conversion and the shrink in one swscale call, only for the wanted frames.
+        rgb = self._scaler.reformat(frame, width=width, height=height, format="rgb24",
+                                    interpolation="BICUBIC").to_ndarray()  # [H', W', 3] stored orientation
         shown = self.display.orient(rgb)  # [H', W', 3] as a player shows it
         for slot in slots:
             self.frames[slot] = shown
@@ -217,19 +238,36 @@ class _Frames:
 
 
 def _decode_selected(codec, packets, layout: PacketLayout, indices: np.ndarray, out: _Frames,
-                     src: VideoSource) -> None:
-    """Feed the needed packets to ``codec``; put the wanted frames into ``out``."""
+                     src: VideoSource) -> int:
+    """Feed the needed packets to ``codec``; put the wanted frames into ``out``; -> frames decoded.
+
+    Where the decoder can tell non-reference frames itself (:data:`DECODER_DROPS_NONREF`), every
+    packet that is not a wanted frame goes in with ``skip_frame = NONREF`` and a wanted one with
+    ``DEFAULT``: a dropped frame is one nothing refers to, so the others decode exactly as in a
+    full decode. With frame threading the setting is taken when a packet is submitted
+    (libavcodec/pthread_frame.c, update_context_from_user), so it applies per packet.
+    """
+    drop_nonref = codec.name in DECODER_DROPS_NONREF
     slots: dict[int, list[int]] = {}
     for slot, idx in enumerate(indices.tolist()):
         slots.setdefault(idx, []).append(slot)
 
+    made = 0
+
     def store(frame) -> None:
+        nonlocal made
+        made += 1
         wanted = slots.pop(layout.display_index(frame.pts), None)
         if wanted:
             out.put(frame, wanted)
 
+    skipping = None
     try:
         for pos in layout.needed_packets(set(slots)):
+            if drop_nonref:
+                skip = "DEFAULT" if layout.display[pos] in slots else "NONREF"
+                if skip != skipping:
+                    codec.skip_frame = skipping = skip
             for frame in codec.decode(packets[pos]):
                 store(frame)
             if not slots:
@@ -239,6 +277,7 @@ def _decode_selected(codec, packets, layout: PacketLayout, indices: np.ndarray, 
                 store(frame)
     except Exception as exc:  # av.FFmpegError and friends
         raise VideoDecodeError(f"{src.label} is truncated or corrupt: {exc}") from None
+    return made
 
 
 BACKENDS: dict[str, Callable[..., DecodedFrames]] = {"decord": decode_decord, "pyav": decode_pyav}

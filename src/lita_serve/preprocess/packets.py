@@ -4,11 +4,16 @@ Sampling 100 frames of a long video needs few of its frames, but a decoder can o
 no later frame refers to. From one demux pass (no decoding) :class:`PacketLayout` knows, per
 packet in decode order: its display index (rank of its pts), whether it starts a *clean* GOP (a
 keyframe that no later packet displays before, so nothing after it refers back), and for
-H.264 in MP4 (length-prefixed NAL units) whether it is a reference frame (``nal_ref_idc``).
+length-prefixed NAL units (H.264 ``avcC``, HEVC ``hvcC``: MP4, Matroska) whether it is a
+reference frame: H.264 ``nal_ref_idc != 0``; HEVC anything but a sub-layer non-reference
+picture (even NAL types 0..14) of the stream's highest temporal sub-layer, since only pictures
+of a higher sub-layer could refer to one (ITU-T H.265 section 3.132 and 8.3.2).
 
 :meth:`PacketLayout.needed_packets` then keeps, in each GOP that holds a wanted frame, the
 reference packets up to the last wanted one plus the wanted packets themselves. Decoding those
-gives bit-identical wanted frames; other codecs and layouts simply keep every reference.
+gives bit-identical wanted frames. Other codecs and layouts keep every packet here; the
+decoder then drops the non-reference frames it recognises itself
+(:data:`lita_serve.preprocess.frame_decode.DECODER_DROPS_NONREF`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-_VCL_NAL_TYPES = frozenset(range(1, 6))  # coded slices (1..5, 5 = IDR)
+_VCL_NAL_TYPES = frozenset(range(1, 6))  # H.264 coded slices (1..5, 5 = IDR)
+_HEVC_SUBLAYER_NONREF = frozenset(range(0, 15, 2))  # TRAIL_N, TSA_N, STSA_N, RADL_N, RASL_N, RSV_VCL_N10..14
 
 
 def avcc_length_size(codec_name: str, extradata: bytes | None) -> int | None:
@@ -26,23 +32,59 @@ def avcc_length_size(codec_name: str, extradata: bytes | None) -> int | None:
     return (extradata[4] & 0x03) + 1
 
 
+def hvcc_length_size(codec_name: str, extradata: bytes | None) -> int | None:
+    """NAL length-prefix size of HEVC in the hvcC format (ISO/IEC 14496-15 section 8.3.3.1: byte
+    21's low two bits are ``lengthSizeMinusOne``), else None (Annex B start codes, other codecs)."""
+    if codec_name != "hevc" or not extradata or len(extradata) < 23 or extradata[0] != 1:
+        return None
+    return (extradata[21] & 0x03) + 1
+
+
+def _nal_units(view: memoryview, length_size: int):
+    """(first header byte, second header byte) of each length-prefixed NAL unit; None when the
+    packet is not laid out as expected."""
+    pos, out = 0, []
+    while pos + length_size < len(view):
+        n = int.from_bytes(view[pos: pos + length_size], "big")
+        if n <= 0 or pos + length_size + n > len(view):
+            return None
+        second = view[pos + length_size + 1] if n > 1 else 0
+        out.append((view[pos + length_size], second))
+        pos += length_size + n
+    return out
+
+
 def is_reference(data: bytes | memoryview, length_size: int | None) -> bool:
     """False only when every coded slice in an avcC packet has ``nal_ref_idc == 0``."""
     if length_size is None:
         return True
-    view = memoryview(data)
-    pos, seen_slice = 0, False
-    while pos + length_size < len(view):
-        n = int.from_bytes(view[pos: pos + length_size], "big")
-        if n <= 0 or pos + length_size + n > len(view):
-            return True  # not what we expect: do not skip
-        header = view[pos + length_size]
-        if (header & 0x1F) in _VCL_NAL_TYPES:
-            seen_slice = True
-            if header & 0x60:
-                return True
-        pos += length_size + n
-    return not seen_slice
+    units = _nal_units(memoryview(data), length_size)
+    if units is None:
+        return True  # not what we expect: do not skip
+    slices = [first for first, _ in units if (first & 0x1F) in _VCL_NAL_TYPES]
+    return not slices or any(first & 0x60 for first in slices)
+
+
+def hevc_slice_kinds(data: bytes | memoryview, length_size: int) -> tuple[bool, int] | None:
+    """(every slice is a sub-layer non-reference picture, highest TemporalId of its slices) of an
+    hvcC packet; None when it holds no slice or is not laid out as expected."""
+    units = _nal_units(memoryview(data), length_size)
+    if not units:
+        return None
+    kinds = [((first >> 1) & 0x3F, (second & 0x07) - 1) for first, second in units if (first >> 1) & 0x3F < 32]
+    if not kinds:
+        return None
+    return all(kind in _HEVC_SUBLAYER_NONREF for kind, _ in kinds), max(tid for _, tid in kinds)
+
+
+def hevc_references(packets: Sequence[bytes], length_size: int) -> list[bool]:
+    """Per packet: False for a picture nothing can refer to (a sub-layer non-reference picture in
+    the stream's highest temporal sub-layer), True otherwise and whenever a packet is unreadable."""
+    kinds = [hevc_slice_kinds(p, length_size) for p in packets]
+    if any(k is None for k in kinds):
+        return [True] * len(packets)
+    top = max(tid for _, tid in kinds)
+    return [not (nonref and tid == top) for nonref, tid in kinds]
 
 
 @dataclass
@@ -67,8 +109,7 @@ class PacketLayout:
         display = [0] * len(pts)
         for rank, pos in enumerate(order):
             display[pos] = rank
-        size = avcc_length_size(codec_name, extradata) if usable else None
-        reference = [is_reference(bytes(p), size) for p in packets]
+        reference = _references(packets, codec_name, extradata) if usable else [True] * len(packets)
         keys = [bool(p.is_keyframe) and usable for p in packets]
         return cls(display, _clean_keys(keys, pts), reference, {t: display[i] for i, t in enumerate(pts)}, usable)
 
@@ -87,6 +128,15 @@ class PacketLayout:
                 continue  # no wanted frame in this GOP
             needed += [i for i in range(lo, last + 1) if self.reference[i] or self.display[i] in wanted]
         return needed
+
+
+def _references(packets: Sequence, codec_name: str, extradata: bytes | None) -> list[bool]:
+    """Which packets later frames may refer to, where the NAL headers say (else all)."""
+    hevc_size = hvcc_length_size(codec_name, extradata)
+    if hevc_size is not None:
+        return hevc_references([bytes(p) for p in packets], hevc_size)
+    size = avcc_length_size(codec_name, extradata)
+    return [is_reference(bytes(p), size) for p in packets]
 
 
 def _clean_keys(keys: list[bool], pts: list[int]) -> list[bool]:
