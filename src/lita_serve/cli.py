@@ -69,7 +69,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                     output=args.output, vision_tower=args.vision_tower, mm_projector=args.mm_projector,
                     overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
                     max_batch_size=args.max_batch_size, encoder_engine=args.encoder_engine, gpus=args.gpus,
-                    trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run)
+                    trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run,
+                    quantization=args.quantization, build_argv=["lita", *sys.argv[1:]])
     print(summary.table())
     return 0
 
@@ -97,7 +98,15 @@ def _add_build(sub) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="write the repository, the TensorRT-LLM checkpoint and build.json (with the exact "
                         "trtllm-build command) without building engines; needs no TensorRT-LLM")
+    _add_quantization(p)
     p.set_defaults(func=cmd_build)
+
+
+def _add_quantization(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantization", default="none",
+                   choices=["none", "int8_weight_only", "fp8", "int4_awq", "int8_sq"],
+                   help="decoder quantization: int8_weight_only (torch engine, torchao), or fp8 / int4_awq / "
+                        "int8_sq (tensorrt_llm engine, ModelOpt calibrated on LITA prompts)")
 
 
 def _gpu_list(text: str) -> tuple[int, ...]:

@@ -92,6 +92,10 @@ class RepositoryLayout:
         """One of :data:`ENCODER_ENGINES`, from the build manifest (torch when there is none)."""
         return str(self.manifest().get("encoder_engine", "torch"))
 
+    def quantization(self) -> str:
+        """The decoder's weight quantization from the build manifest (``"none"`` when there is none)."""
+        return str(self.manifest().get("quantization") or "none")
+
     def load_config(self) -> LitaConfig:
         """The repository's :class:`LitaConfig`; CheckpointError when it was never built."""
         if not self.config_path.is_file():
