@@ -31,6 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,3 +134,43 @@ def test_quantization_must_match_the_engine(tmp_path: Path) -> None:
         with pytest.raises(InvalidInputError, match="does not apply to --engine"):
             build(assets, assets / "tokenizer.model", lita_version="1.0", engine=engine, output=tmp_path / engine,
                   quantization=quantization, dry_run=True, progress=False)
+
+
+def test_calibration_feeds_lita_prompts_with_visual_tokens_to_the_exported_model(tmp_path: Path) -> None:
+    """What the real (GPU) build hands ModelOpt: LITA prompts whose visual rows are the encoder's
+    output, run through the ``transformers`` LLaMA the export reads, which computes the same
+    logits as our decoder (so calibration sees what serving computes)."""
+    pytest.importorskip("transformers")
+    from build_fixtures import model_for
+    from helpers_text import converted_model
+
+    from lita_build.calibration import calibration_batches, calibration_frames
+    from lita_build.trtllm_quant import _hf_llama
+    from lita_serve.tokenizer import LitaTokenizer
+    from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
+
+    model = model_for("1.0").eval()
+    tok = LitaTokenizer.from_file(converted_model(tmp_path, "1.0"), model.config.lita.num_time_tokens)
+    assert model.decoder.vocab_size >= tok.vocab_size
+    batches = calibration_batches(model, tok, 3)
+    assert len(batches) == 3
+    n_vis = num_visual_tokens(model.config)
+    pixels, _ = calibration_frames(model, np.random.default_rng(0))
+    assert pixels.shape[1] == model.config.lita.sample_frames
+    hf = _hf_llama(model.decoder, model.config, torch.float32)
+    for batch in batches:
+        embeds = batch["inputs_embeds"]  # [1, T, H]
+        assert embeds.shape[1] > n_vis and embeds.shape[2] == model.config.text.hidden_size
+        with torch.inference_mode():
+            ours = model.decoder(embeds, torch.arange(embeds.shape[1]))
+            theirs = hf(inputs_embeds=embeds).logits
+        torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
+
+
+def test_a_real_quantized_trtllm_build_needs_the_gpu_packages(tmp_path: Path) -> None:
+    from lita_serve.errors import MissingDependencyError
+
+    assets = demo_assets()
+    with pytest.raises(MissingDependencyError):
+        build(assets, assets / "tokenizer.model", lita_version="1.0", engine="tensorrt_llm", output=tmp_path / "r",
+              quantization="int4_awq", progress=False)
