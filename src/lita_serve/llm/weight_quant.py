@@ -10,7 +10,7 @@ Why torchao: it is PyTorch's maintained quantization library; ``torch.ao.quantiz
 older eager ``quantize_dynamic``) warns on import that it is deprecated in its favour. On a CPU
 in eager mode torchao's int8 ``linear`` converts the weight to the activation dtype on every
 call (no fused kernel without ``torch.compile``), so the gain here is resident memory, not speed:
-``benchmarks/weight_quant.py`` measures both.
+``benchmarks.decoder_quantization.py`` measures both.
 
 Weights are quantized while they load (:func:`quantize_linear`, one ``nn.Linear`` at a time), so
 the load never holds the whole decoder in full precision.
