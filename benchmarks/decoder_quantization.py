@@ -46,31 +46,39 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def decoder_memory_13b() -> list[dict[str, Any]]:
-    """Weight bytes of the LITA-13B decoder (Vicuna-13B dims) per scheme, from its shapes.
+def weight_bytes_by_scheme(t) -> dict[str, int]:
+    """Weight bytes of a LLaMA decoder with text config ``t`` per scheme, from its shapes.
 
     fp32/bf16: every tensor at 4/2 bytes. int8_weight_only (torchao, per-row): linear weights
-    (attention, MLP, lm_head) 1 byte + one bf16 scale per output row, embeddings and norms bf16.
-    int4 (TensorRT-LLM W4A16_AWQ): linear weights of the layers 0.5 byte + one fp16 scale per
-    128-input group + one fp16 pre-quant scale per input channel, lm_head and embeddings fp16 (excluded).
-    The KV cache comes on top: 2 x layers x hidden x 2 bytes per token in fp16.
+    (attention, MLP, lm_head) 1 byte + per output row an fp32 scale and an int8 zero point (torchao
+    keeps both, whatever the activation dtype), embeddings and norms bf16.
+    int4_awq (TensorRT-LLM W4A16_AWQ): the layers' linear weights 0.5 byte + one fp16 scale per
+    128-input group + one fp16 pre-quant scale per input channel; lm_head and embeddings fp16 (excluded).
     """
-    from lita_serve.config import LitaConfig  # noqa: PLC0415
-
-    t = LitaConfig.from_name("lita-13b").text
     h, i, n, v = t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.vocab_size
-    layer_linears = [(h, h)] * 4 + [(i, h), (i, h), (h, i)]  # (out, in): q k v o, gate up, down
+    kv = t.num_key_value_heads * (h // t.num_attention_heads)
+    layer_linears = [(h, h), (kv, h), (kv, h), (h, h), (i, h), (i, h), (h, i)]  # (out, in): q k v o, gate up, down
     layer_params = sum(o * k for o, k in layer_linears) * n
     head, embed, norms = v * h, v * h, (2 * n + 1) * h
     total = layer_params + head + embed + norms
     rows = sum(o for o, _ in layer_linears) * n + v
     awq = layer_params // 2 + sum(o * (k // 128) * 2 + k * 2 for o, k in layer_linears) * n
-    sizes = {"fp32": total * 4, "bf16": total * 2,
-             "int8_weight_only": layer_params + head + rows * 2 + (embed + norms) * 2,
-             "int4_awq": awq + (head + embed + norms) * 2}
-    kv_per_token = 2 * n * h * 2
-    print(f"LITA-13B decoder ({n} layers x {h}, vocab {v}, {total / 1e9:.2f} B parameters): weights "
-          + ", ".join(f"{k} {b / GiB:.1f} GiB" for k, b in sizes.items())
+    return {"fp32": total * 4, "bf16": total * 2,
+            "int8_weight_only": layer_params + head + rows * 5 + (embed + norms) * 2,
+            "int4_awq": awq + (head + embed + norms) * 2}
+
+
+def decoder_memory_13b() -> list[dict[str, Any]]:
+    """What a LITA-13B decoder (Vicuna-13B dims) needs per scheme; the KV cache comes on top
+    (2 x layers x hidden x 2 bytes per token in fp16)."""
+    from lita_serve.config import LitaConfig  # noqa: PLC0415
+
+    t = LitaConfig.from_name("lita-13b").text
+    sizes = weight_bytes_by_scheme(t)
+    total = sizes["fp32"] // 4
+    kv_per_token = 2 * t.num_hidden_layers * t.hidden_size * 2
+    print(f"LITA-13B decoder ({t.num_hidden_layers} layers x {t.hidden_size}, vocab {t.vocab_size}, "
+          f"{total / 1e9:.2f} B parameters): weights " + ", ".join(f"{k} {b / GiB:.1f} GiB" for k, b in sizes.items())
           + f"; KV cache {kv_per_token / 2**20:.2f} MiB/token in fp16 ({kv_per_token * t.max_position_embeddings / GiB:.1f}"
             f" GiB for one {t.max_position_embeddings}-token sequence)")
     return [{"name": f"LITA-13B decoder weights, {k}", "bytes": b, "gib": round(b / GiB, 2)} for k, b in sizes.items()]

@@ -174,3 +174,24 @@ def test_a_real_quantized_trtllm_build_needs_the_gpu_packages(tmp_path: Path) ->
     with pytest.raises(MissingDependencyError):
         build(assets, assets / "tokenizer.model", lita_version="1.0", engine="tensorrt_llm", output=tmp_path / "r",
               quantization="int4_awq", progress=False)
+
+
+def test_the_13b_memory_figures_count_what_a_loaded_decoder_holds(tmp_path: Path) -> None:
+    """benchmarks.decoder_quantization states LITA-13B's memory per scheme from its shapes; the
+    same arithmetic must equal what :func:`weight_bytes` measures on decoders loaded for real."""
+    from dataclasses import replace
+
+    from benchmarks.decoder_quantization import _write_weights, weight_bytes_by_scheme
+    from lita_serve.config import LitaConfig, TextConfig
+
+    text = TextConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    cfg = replace(LitaConfig.from_name("tiny"), text=text)
+    layout = RepositoryLayout.of(tmp_path)
+    _write_weights(layout, cfg)
+    expected = weight_bytes_by_scheme(text)
+    measured = {"fp32": weight_bytes(load_decoder(layout, cfg, device="cpu", quantization="none")),
+                "bf16": weight_bytes(load_decoder(layout, cfg, device="cpu", dtype=torch.bfloat16, quantization="none")),
+                "int8_weight_only": weight_bytes(load_decoder(layout, cfg, device="cpu", dtype=torch.bfloat16,
+                                                              quantization="int8_weight_only"))}
+    assert measured == {k: expected[k] for k in measured}

@@ -1,8 +1,8 @@
 """Weight-only int8 for the PyTorch decoder, with torchao.
 
 ``int8_weight_only`` stores every ``nn.Linear`` weight of the decoder (attention, MLP and
-``lm_head``) as int8 with one scale per output row (torchao ``Int8WeightOnlyConfig``, per-row
-symmetric); activations, the KV cache, RMSNorm weights and the token embedding table stay in
+``lm_head``) as int8 with one fp32 scale per output row (torchao ``Int8WeightOnlyConfig``, per-row
+symmetric; torchao also keeps an int8 zero point per row, always 0); activations, the KV cache, RMSNorm weights and the token embedding table stay in
 the compute dtype. The embedding table is where the prompt table's visual embeddings are spliced
 in (``LlamaDecoder.embed``), so the visual path is never quantized.
 
