@@ -29,7 +29,8 @@ from lita_serve.layout import BUILD_MANIFEST, ENCODER_ENGINES, ENCODER_ONNX, ENC
 from lita_serve.llm.trtllm_release import TrtllmRelease, trtllm_release
 from lita_build.repository import Deployment, write_model_repository
 from lita_serve.torch_engine import export_torch_engine
-from lita_serve.llm.weight_quant import TORCH_QUANTIZATIONS, require_weight_quantization
+from lita_serve.llm.weight_quant import require_weight_quantization
+from lita_serve.quantization_names import NO_QUANTIZATION, TORCH_QUANTIZATIONS, TRTLLM_QUANTIZATIONS
 from lita_serve.special_tokens import special_token_order
 from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, load_model_proto
 
@@ -121,7 +122,7 @@ def _write_encoder_engine(model: LitaModel, output: Path, encoder_engine: str, f
 
 def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int, max_batch_size: int,
                         release: TrtllmRelease, gpus: tuple[int, ...] | None, dry_run: bool,
-                        summary: BuildSummary, bar: tqdm, quantization: str = "none",
+                        summary: BuildSummary, bar: tqdm, quantization: str = NO_QUANTIZATION,
                         tokenizer: Path | None = None, build_argv: list[str] | None = None) -> dict[str, Any]:
     """TensorRT-LLM checkpoint (quantized by ModelOpt unless ``quantization`` is none or this is a
     dry run), ``trtllm-build`` (skipped by a dry run) and the ``tensorrt_llm`` model's config;
@@ -131,7 +132,7 @@ def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int
     ckpt_dir, engine_dir = output / TRTLLM_CHECKPOINT, output / TRTLLM_MODEL / "1" / "engine"
     bar.set_postfix_str("TensorRT-LLM checkpoint")
     quant: dict[str, Any] = {"quantization": quantization}
-    if quantization != "none":
+    if quantization != NO_QUANTIZATION:
         trtllm_quant.check_group_size(quantization, cfg.text.hidden_size, cfg.text.intermediate_size, tp_size)
         plan = trtllm_quant.CalibrationPlan.for_quantization(quantization)
         quant.update(calibration=plan.to_json(), quant_config=trtllm_quant.quant_config(quantization),
@@ -139,14 +140,14 @@ def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int
                                   "modelopt.torch.export.export_tensorrt_llm_checkpoint")
         if build_argv:
             quant["quantize_command"] = [a for a in build_argv if a != "--dry-run"]
-    if quantization != "none" and not dry_run:
+    if quantization != NO_QUANTIZATION and not dry_run:
         bar.set_postfix_str(f"calibrating + quantizing ({quantization})")
         tok = LitaTokenizer.from_file(tokenizer, cfg.lita.num_time_tokens)
         trtllm_quant.quantize_checkpoint(model, tok, quantization, plan, ckpt_dir, dtype=trt_dtype, tp_size=tp_size)
     else:
         trtllm.write_trtllm_checkpoint(model.decoder, cfg, ckpt_dir, dtype=trt_dtype, tp_size=tp_size,
                                        quantization=trtllm_quant.quant_config(quantization))
-        if quantization != "none":
+        if quantization != NO_QUANTIZATION:
             summary.notes.append(f"dry run: {TRTLLM_CHECKPOINT}/config.json carries the {quantization} settings; its "
                                  "weights are unquantized until the `quantize_command` of "
                                  f"{MANIFEST} runs on a GPU")
@@ -171,13 +172,13 @@ def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int
 
 
 def _check_quantization(engine: str, quantization: str, dry_run: bool) -> None:
-    known = TORCH_QUANTIZATIONS if engine == "torch" else trtllm_quant.TRTLLM_QUANTIZATIONS
+    known = TORCH_QUANTIZATIONS if engine == "torch" else TRTLLM_QUANTIZATIONS
     if quantization not in known:
         raise InvalidInputError(f"--quantization {quantization!r} does not apply to --engine {engine}; "
                                 f"it takes {list(known)}")
     if engine == "torch":
         require_weight_quantization(quantization)
-    elif quantization != "none" and not dry_run:
+    elif quantization != NO_QUANTIZATION and not dry_run:
         trtllm_quant.require_modelopt()
 
 
@@ -234,7 +235,7 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
           vision_tower: Path | None = None, mm_projector: Path | None = None, overrides: dict | None = None,
           dtype: str = "float32", tp_size: int = 1, max_batch_size: int = 8, progress: bool = True,
           encoder_engine: str | None = None, gpus: tuple[int, ...] | None = None, trtllm_release_tag: str | None = None,
-          dry_run: bool = False, quantization: str = "none", build_argv: list[str] | None = None) -> BuildSummary:
+          dry_run: bool = False, quantization: str = NO_QUANTIZATION, build_argv: list[str] | None = None) -> BuildSummary:
     """Build the model repository at ``output`` from ``checkpoint`` (any layout of :mod:`.sources`).
 
     ``overrides`` sets LITA options by their :class:`~lita_serve.config.LitaOptions` names

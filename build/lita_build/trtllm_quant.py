@@ -45,11 +45,10 @@ from typing import Any
 import torch
 
 from lita_serve.errors import InvalidInputError, MissingDependencyError
+from lita_serve.quantization_names import NO_QUANTIZATION as NONE, TRTLLM_QUANTIZATIONS
 
 log = logging.getLogger(__name__)
 
-NONE = "none"
-TRTLLM_QUANTIZATIONS = (NONE, "fp8", "int4_awq", "int8_sq")
 AWQ_GROUP_SIZE = 128  # examples/quantization/quantize.py --awq_block_size
 AWQ_MAX_CALIB = 32  # quantize_by_modelopt.quantize_and_export caps AWQ calibration at 32 samples
 DEFAULT_CALIB = 64  # LITA prompts are long (visual tokens): fewer samples than upstream's 512 text ones

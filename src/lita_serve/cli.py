@@ -14,6 +14,7 @@ from lita_serve.errors import LitaError
 from lita_serve.layout import ENCODER_ENGINES
 from lita_serve.llm.trtllm_release import DEFAULT_RELEASE, RELEASES
 from lita_serve.logs import setup_logging
+from lita_serve.quantization_names import ALL_QUANTIZATIONS, NO_QUANTIZATION
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -103,8 +104,7 @@ def _add_build(sub) -> None:
 
 
 def _add_quantization(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quantization", default="none",
-                   choices=["none", "int8_weight_only", "fp8", "int4_awq", "int8_sq"],
+    p.add_argument("--quantization", default=NO_QUANTIZATION, choices=list(ALL_QUANTIZATIONS),
                    help="decoder quantization: int8_weight_only (torch engine, torchao), or fp8 / int4_awq / "
                         "int8_sq (tensorrt_llm engine, ModelOpt calibrated on LITA prompts)")
 

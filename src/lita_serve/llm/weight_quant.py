@@ -24,10 +24,7 @@ from typing import Iterable
 from torch import nn
 
 from lita_serve.errors import InvalidInputError, MissingDependencyError
-
-NO_QUANTIZATION = "none"
-INT8_WEIGHT_ONLY = "int8_weight_only"
-TORCH_QUANTIZATIONS = (NO_QUANTIZATION, INT8_WEIGHT_ONLY)
+from lita_serve.quantization_names import INT8_WEIGHT_ONLY, NO_QUANTIZATION, TORCH_QUANTIZATIONS
 
 
 def check_torch_quantization(name: str) -> str:
