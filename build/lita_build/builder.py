@@ -18,7 +18,7 @@ from typing import Any
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from lita_build import nemo, trtllm
+from lita_build import nemo, trtllm, trtllm_quant
 from lita_build.onnx_export import build_tensorrt_engine, export_encoder_onnx
 from lita_build.lita_options import check_lita_options, resolve_hf_overrides
 from lita_build.sources import SourceDescription, SourceLayout, describe_source
@@ -32,6 +32,8 @@ from lita_serve.layout import BUILD_MANIFEST, ENCODER_ENGINES, ENCODER_ONNX, ENC
 from lita_serve.llm.trtllm_release import TrtllmRelease, trtllm_release
 from lita_build.repository import Deployment, write_model_repository
 from lita_serve.torch_engine import export_torch_engine
+from lita_serve.llm.weight_quant import require_weight_quantization
+from lita_serve.quantization_names import NO_QUANTIZATION, TORCH_QUANTIZATIONS, TRTLLM_QUANTIZATIONS
 from lita_serve.special_tokens import special_token_order
 from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, load_model_proto
 
@@ -123,14 +125,35 @@ def _write_encoder_engine(model: LitaModel, output: Path, encoder_engine: str, f
 
 def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int, max_batch_size: int,
                         release: TrtllmRelease, gpus: tuple[int, ...] | None, dry_run: bool,
-                        summary: BuildSummary, bar: tqdm) -> dict[str, Any]:
-    """TensorRT-LLM checkpoint, ``trtllm-build`` (skipped by a dry run) and the ``tensorrt_llm``
-    model's config; returns what the manifest records (the exact build command among it)."""
+                        summary: BuildSummary, bar: tqdm, quantization: str = NO_QUANTIZATION,
+                        tokenizer: Path | None = None, build_argv: list[str] | None = None) -> dict[str, Any]:
+    """TensorRT-LLM checkpoint (quantized by ModelOpt unless ``quantization`` is none or this is a
+    dry run), ``trtllm-build`` (skipped by a dry run) and the ``tensorrt_llm`` model's config;
+    returns what the manifest records (the exact build command among it)."""
     cfg = model.config
     trt_dtype = "float16" if dtype == "float32" else dtype
     ckpt_dir, engine_dir = output / TRTLLM_CHECKPOINT, output / TRTLLM_MODEL / "1" / "engine"
     bar.set_postfix_str("TensorRT-LLM checkpoint")
-    trtllm.write_trtllm_checkpoint(model.decoder, cfg, ckpt_dir, dtype=trt_dtype, tp_size=tp_size)
+    quant: dict[str, Any] = {"quantization": quantization}
+    if quantization != NO_QUANTIZATION:
+        trtllm_quant.check_group_size(quantization, cfg.text.hidden_size, cfg.text.intermediate_size, tp_size)
+        plan = trtllm_quant.CalibrationPlan.for_quantization(quantization)
+        quant.update(calibration=plan.to_json(), quant_config=trtllm_quant.quant_config(quantization),
+                     quantize_api="tensorrt_llm.quantization.quantize_by_modelopt.quantize_model + "
+                                  "modelopt.torch.export.export_tensorrt_llm_checkpoint")
+        if build_argv:
+            quant["quantize_command"] = [a for a in build_argv if a != "--dry-run"]
+    if quantization != NO_QUANTIZATION and not dry_run:
+        bar.set_postfix_str(f"calibrating + quantizing ({quantization})")
+        tok = LitaTokenizer.from_file(tokenizer, cfg.lita.num_time_tokens)
+        trtllm_quant.quantize_checkpoint(model, tok, quantization, plan, ckpt_dir, dtype=trt_dtype, tp_size=tp_size)
+    else:
+        trtllm.write_trtllm_checkpoint(model.decoder, cfg, ckpt_dir, dtype=trt_dtype, tp_size=tp_size,
+                                       quantization=trtllm_quant.quant_config(quantization))
+        if quantization != NO_QUANTIZATION:
+            summary.notes.append(f"dry run: {TRTLLM_CHECKPOINT}/config.json carries the {quantization} settings; its "
+                                 "weights are unquantized until the `quantize_command` of "
+                                 f"{MANIFEST} runs on a GPU")
     summary.add("TensorRT-LLM checkpoint", ckpt_dir)
     limits = trtllm.EngineLimits.for_config(cfg, max_batch_size)
     command = trtllm.trtllm_build_command(ckpt_dir, engine_dir, limits, trt_dtype, tp_size)
@@ -148,7 +171,18 @@ def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int
         str(engine_dir.resolve()), limits, trt_dtype, tp_size, release=release, gpus=gpus))
     return {"trtllm": {"release": release.container_tag, "version": release.trtllm_version, "image": release.image,
                        "dtype": trt_dtype, "tp_size": tp_size, "orchestrator": tp_size > 1,
-                       "trtllm_build_command": command}}
+                       "trtllm_build_command": command, **quant}}
+
+
+def _check_quantization(engine: str, quantization: str, dry_run: bool) -> None:
+    known = TORCH_QUANTIZATIONS if engine == "torch" else TRTLLM_QUANTIZATIONS
+    if quantization not in known:
+        raise InvalidInputError(f"--quantization {quantization!r} does not apply to --engine {engine}; "
+                                f"it takes {list(known)}")
+    if engine == "torch":
+        require_weight_quantization(quantization)
+    elif quantization != NO_QUANTIZATION and not dry_run:
+        trtllm_quant.require_modelopt()
 
 
 def _check_args(engine: str, encoder_engine: str, dtype: str, tp_size: int, max_batch_size: int,
@@ -204,7 +238,8 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
           vision_tower: Path | None = None, mm_projector: Path | None = None, overrides: dict | None = None,
           dtype: str = "float32", tp_size: int = 1, max_batch_size: int = 8, progress: bool = True,
           encoder_engine: str | None = None, gpus: tuple[int, ...] | None = None, trtllm_release_tag: str | None = None,
-          dry_run: bool = False, prompt: PromptOptions | None = None) -> BuildSummary:
+          dry_run: bool = False, prompt: PromptOptions | None = None, quantization: str = NO_QUANTIZATION,
+          build_argv: list[str] | None = None) -> BuildSummary:
     """Build the model repository at ``output`` from ``checkpoint`` (any layout of :mod:`.sources`).
 
     ``overrides`` sets LITA options by their :class:`~lita_serve.config.LitaOptions` names
@@ -216,6 +251,9 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     the repository is for (:mod:`lita_serve.llm.trtllm_release`). ``dry_run`` writes everything
     but the TensorRT-LLM and TensorRT engines, and needs neither installed. ``prompt`` (template,
     media placement, BOS, tokenization) is stored in ``lita.json``; default: LITA's reference prompt.
+    ``quantization``: ``int8_weight_only`` for the PyTorch decoder (:mod:`lita_serve.llm.weight_quant`), or
+    ``fp8``/``int4_awq``/``int8_sq`` for TensorRT-LLM (:mod:`lita_build.trtllm_quant`); the
+    manifest records it and ``build_argv`` (the command line, kept as the quantize command).
 
     Raises CheckpointError for a checkpoint that does not match its config, InvalidInputError for
     bad arguments and MissingDependencyError when an engine needs a package that is missing.
@@ -223,6 +261,7 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     encoder_engine = encoder_engine or default_encoder_engine(engine)
     gpus = tuple(gpus) if gpus is not None else None
     _check_args(engine, encoder_engine, dtype, tp_size, max_batch_size, gpus, dry_run)
+    _check_quantization(engine, quantization, dry_run)
     release = trtllm_release(trtllm_release_tag)
     prompt = prompt or PromptOptions()
     check_prompt_options(prompt)
@@ -234,7 +273,7 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     manifest: dict[str, Any] = {"engine": engine, "encoder_engine": encoder_engine, "source": src.label,
                                 "layout": src.layout.value, "dtype": dtype, "tp_size": tp_size,
                                 "max_batch_size": max_batch_size, "gpus": list(gpus) if gpus else None,
-                                "dry_run": dry_run}
+                                "dry_run": dry_run, "quantization": quantization}
     gpu_models = engine == "tensorrt_llm" or encoder_engine == "tensorrt"
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".lita-build-") as tmp, \
             tqdm(total=4, desc=f"lita build ({src.label})", unit="step", disable=not progress) as bar:
@@ -250,7 +289,8 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
                                               summary, bar))
         if engine == "tensorrt_llm":
             manifest.update(_write_tensorrt_llm(model, output, dtype, tp_size, max_batch_size, release,
-                                                gpus[:tp_size] if gpus else None, dry_run, summary, bar))
+                                                gpus[:tp_size] if gpus else None, dry_run, summary, bar,
+                                                quantization, converted, build_argv))
         write_model_repository(output, model.config, Deployment(
             max_batch_size=max_batch_size, kind="KIND_GPU" if gpu_models else "KIND_CPU",
             llm_kind="KIND_CPU" if engine == "tensorrt_llm" else ("KIND_GPU" if gpu_models else "KIND_CPU"),

@@ -47,8 +47,9 @@ def require_tensorrt_llm() -> None:
             "--engine torch needs neither")
 
 
-def trtllm_config(cfg: LitaConfig, dtype: str, tp_size: int) -> dict:
-    """The checkpoint's ``config.json`` for ``cfg``'s decoder."""
+def trtllm_config(cfg: LitaConfig, dtype: str, tp_size: int, quantization: dict | None = None) -> dict:
+    """The checkpoint's ``config.json`` for ``cfg``'s decoder; ``quantization`` is its
+    ``quantization`` block (:func:`lita_build.trtllm_quant.quant_config`; none by default)."""
     t = cfg.text
     return {
         "architecture": "LlamaForCausalLM",
@@ -71,7 +72,7 @@ def trtllm_config(cfg: LitaConfig, dtype: str, tp_size: int) -> dict:
         "embedding_sharding_dim": 0,
         "share_embedding_table": False,
         "mapping": {"world_size": tp_size, "tp_size": tp_size, "pp_size": 1},
-        "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
+        "quantization": dict(quantization or {"quant_algo": None, "kv_cache_quant_algo": None}),
     }
 
 
@@ -120,14 +121,14 @@ def rank_weights(decoder: LlamaDecoder, tp_size: int, rank: int, dtype: torch.dt
 
 
 def write_trtllm_checkpoint(decoder: LlamaDecoder, cfg: LitaConfig, out_dir: Path, *, dtype: str = "float16",
-                            tp_size: int = 1) -> list[Path]:
+                            tp_size: int = 1, quantization: dict | None = None) -> list[Path]:
     """Write ``config.json`` + ``rank{i}.safetensors``; works without TensorRT-LLM installed."""
     if dtype not in DTYPES:
         raise CheckpointError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     _check_parallel(cfg, tp_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(trtllm_config(cfg, dtype, tp_size), indent=2) + "\n")
+    (out_dir / "config.json").write_text(json.dumps(trtllm_config(cfg, dtype, tp_size, quantization), indent=2) + "\n")
     files = [out_dir / "config.json"]
     for rank in range(tp_size):
         path = out_dir / f"rank{rank}.safetensors"

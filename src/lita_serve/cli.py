@@ -14,6 +14,7 @@ from lita_serve.errors import LitaError
 from lita_serve.layout import ENCODER_ENGINES
 from lita_serve.llm.trtllm_release import DEFAULT_RELEASE, RELEASES
 from lita_serve.logs import setup_logging
+from lita_serve.quantization_names import ALL_QUANTIZATIONS, NO_QUANTIZATION
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -91,7 +92,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                     output=args.output, vision_tower=args.vision_tower, mm_projector=args.mm_projector,
                     overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
                     max_batch_size=args.max_batch_size, encoder_engine=args.encoder_engine, gpus=args.gpus,
-                    trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run, prompt=_prompt_options(args))
+                    trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run, prompt=_prompt_options(args),
+                    quantization=args.quantization, build_argv=["lita", *sys.argv[1:]])
     print(summary.table())
     return 0
 
@@ -120,7 +122,14 @@ def _add_build(sub) -> None:
                    help="write the repository, the TensorRT-LLM checkpoint and build.json (with the exact "
                         "trtllm-build command) without building engines; needs no TensorRT-LLM")
     _add_prompt_options(p)
+    _add_quantization(p)
     p.set_defaults(func=cmd_build)
+
+
+def _add_quantization(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quantization", default=NO_QUANTIZATION, choices=list(ALL_QUANTIZATIONS),
+                   help="decoder quantization: int8_weight_only (torch engine, torchao), or fp8 / int4_awq / "
+                        "int8_sq (tensorrt_llm engine, ModelOpt calibrated on LITA prompts)")
 
 
 def _gpu_list(text: str) -> tuple[int, ...]:

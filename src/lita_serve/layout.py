@@ -22,6 +22,7 @@ from pathlib import Path
 from lita_client.contract import ENSEMBLE
 from lita_serve.config import LitaConfig
 from lita_serve.errors import CheckpointError
+from lita_serve.quantization_names import NO_QUANTIZATION
 
 CONFIG_FILE = "lita.json"
 BUILD_MANIFEST = "build.json"  # written by `lita build`: which engine, from what source
@@ -91,6 +92,10 @@ class RepositoryLayout:
     def encoder_engine(self) -> str:
         """One of :data:`ENCODER_ENGINES`, from the build manifest (torch when there is none)."""
         return str(self.manifest().get("encoder_engine", "torch"))
+
+    def quantization(self) -> str:
+        """The decoder's weight quantization from the build manifest (``"none"`` when there is none)."""
+        return str(self.manifest().get("quantization") or NO_QUANTIZATION)
 
     def load_config(self) -> LitaConfig:
         """The repository's :class:`LitaConfig`; CheckpointError when it was never built."""

@@ -11,10 +11,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from lita_serve.config import LitaConfig
 from lita_serve.llm.llama import LlamaDecoder
+from lita_serve.llm.weight_quant import NO_QUANTIZATION, check_torch_quantization, quantize_linear
 from lita_serve.vision_encoder.encoder import VisualEncoder
 from lita_serve.errors import CheckpointError
 from lita_serve.model import LitaModel
@@ -71,8 +73,36 @@ def load_encoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None =
 
 
 def load_decoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None = None,
-                 dtype: torch.dtype | None = None) -> LlamaDecoder:
+                 dtype: torch.dtype | None = None, quantization: str | None = None) -> LlamaDecoder:
+    """The decoder in ``dtype`` on ``device``; ``quantization`` (default: what ``build.json``
+    records, see :mod:`lita_serve.llm.weight_quant`) quantizes its linear weights as they load."""
     dev = pick_device(device)
+    scheme = check_torch_quantization(quantization or layout.quantization())
     with torch.device("meta"):
         decoder = LlamaDecoder(cfg.text)
-    return _load_into(decoder, layout.decoder_weights, dev, dtype or default_dtype(dev))
+    if scheme == NO_QUANTIZATION:
+        return _load_into(decoder, layout.decoder_weights, dev, dtype or default_dtype(dev))
+    return _load_quantized(decoder, layout.decoder_weights, dev, dtype or default_dtype(dev), scheme)
+
+
+def _load_quantized(decoder: LlamaDecoder, path: Path, device: torch.device, dtype: torch.dtype,
+                    scheme: str) -> LlamaDecoder:
+    """Load module by module, quantizing each ``nn.Linear`` right after its weight arrives, so at
+    most one layer's weight is held in full precision at a time."""
+    if not path.is_file():
+        raise CheckpointError(f"engine weights {path} are missing: build the repository first")
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        stored = set(f.keys())
+        expected = set(decoder.state_dict().keys())
+        if stored != expected:
+            raise CheckpointError(f"{path}: missing tensors {sorted(expected - stored)}, "
+                                  f"unexpected tensors {sorted(stored - expected)}")
+        for prefix, module in decoder.named_modules():
+            own = {name: f.get_tensor(f"{prefix}.{name}" if prefix else name).to(dtype)
+                   for name, _ in module.named_parameters(recurse=False)}
+            if not own:
+                continue
+            module.load_state_dict(own, strict=True, assign=True)
+            if isinstance(module, torch.nn.Linear):
+                quantize_linear(module, scheme)
+    return decoder.eval()
