@@ -52,15 +52,16 @@ def sample_videos(tmp_path_factory) -> dict[str, Path]:
     return {name: make_mp4(root / f"{name}.mp4", size=(96, 64), **kw) for name, kw in specs.items()}
 
 
+def serving(repo: Path):
+    """The real tritonserver on free loopback ports serving ``repo``: a context, stopped on exit."""
+    return TritonServer(repo, ports=Ports.free()).start(timeout=240)
+
+
 @pytest.fixture(scope="session")
 def triton_server(tiny_repo):
     """The real tritonserver on free loopback ports, serving the tiny repository; stopped at the end."""
-    server = TritonServer(tiny_repo, ports=Ports.free())
-    server.start(timeout=240)
-    try:
+    with serving(tiny_repo) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +75,5 @@ def demo_repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_server(demo_repo):
     """The real tritonserver serving the demo repository; stopped at the end."""
-    server = TritonServer(demo_repo, ports=Ports.free())
-    server.start(timeout=240)
-    try:
+    with serving(demo_repo) as server:
         yield server
-    finally:
-        server.stop()

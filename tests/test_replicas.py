@@ -24,8 +24,9 @@ from lita_client.batch import Prompt, run_batch_async
 from lita_client.answer import Chunk
 from lita_client.errors import InvalidRequestError, ModelNotReadyError, ServerUnavailableError
 from lita_client.replicas import MAX_RECHECK_S, RECHECK_S, ReplicaSet, resolve_target, split_targets
-from lita_serve.launcher import Ports, TritonServer
+from lita_serve.launcher import Ports
 from lita_serve.loadtest.run import answered_requests
+from conftest import serving
 
 QUESTION = "When does the colour change?"
 MAX_TOKENS = 4
@@ -191,12 +192,8 @@ def lita_successes(server) -> int:
 @pytest.fixture(scope="module")
 def replica_b(tiny_repo):
     """A second server of the tiny repository; the tests here kill and restart it."""
-    server = TritonServer(tiny_repo, ports=Ports.free())
-    server.start(timeout=240)
-    try:
+    with serving(tiny_repo) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
