@@ -1,7 +1,8 @@
 """Real short videos with known events, for tests, the demo and training a small model.
 
-A video is a plain (or noisy) background on which coloured shapes appear at known times and
-disappear at known times, optionally moving or changing colour meanwhile. Because the ground
+A video is a plain (or noisy) dark grey background — or, with a :class:`~lita_serve.data.looks.Look`,
+any of a family of backgrounds, patterns and camera effects — on which coloured shapes appear at
+known times and disappear at known times, optionally moving or changing colour meanwhile. Because the ground
 truth is exact, the files double as temporal-localisation data: :func:`questions_for` asks
 "When does the red circle appear?" and "Describe the video with timestamps." with answers in
 seconds.
@@ -18,6 +19,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from lita_serve.data.looks import Look, apply_look, background, random_look, textured
 
 SHAPES = ("circle", "square", "triangle")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -104,6 +107,7 @@ class VideoSpec:
     background: str = "plain"
     seed: int = 0
     path: Path | None = None  # set once encoded
+    look: Look | None = None  # when set, drawn instead of ``background`` (:mod:`lita_serve.data.looks`)
 
     @property
     def num_frames(self) -> int:
@@ -140,6 +144,8 @@ def event_mask(event: Event, t: float, width: int, height: int) -> np.ndarray:
 def render_frame(spec: VideoSpec, index: int, rng: np.random.Generator | None = None) -> np.ndarray:
     """RGB uint8 ``[height, width, 3]`` frame ``index`` of ``spec``."""
     t = index / spec.fps
+    if spec.look is not None:
+        return _render_look_frame(spec, t, rng if rng is not None else np.random.default_rng(spec.seed + index))
     frame = np.full((spec.height, spec.width, 3), BACKGROUND_GRAY, np.uint8)
     if spec.background == "noise":
         rng = rng if rng is not None else np.random.default_rng(spec.seed + index)
@@ -149,6 +155,17 @@ def render_frame(spec: VideoSpec, index: int, rng: np.random.Generator | None = 
         if event.visible_at(t):
             frame[event_mask(event, t, spec.width, spec.height)] = COLORS[event.state_at(t)[2]]
     return frame
+
+
+def _render_look_frame(spec: VideoSpec, t: float, rng: np.random.Generator) -> np.ndarray:
+    """A frame of a spec with a :class:`Look`: background, its noise, the shapes, then camera effects."""
+    look = spec.look
+    assert look is not None
+    frame = textured(look, background(look, t, spec.width, spec.height), rng)  # [H,W,3] float32
+    for event in spec.events:
+        if event.visible_at(t):
+            frame[event_mask(event, t, spec.width, spec.height)] = COLORS[event.state_at(t)[2]]
+    return apply_look(look, frame, t, rng)
 
 
 def encode_spec(spec: VideoSpec, path: str | Path, crf: int = 23) -> VideoSpec:
@@ -201,7 +218,7 @@ _SLOTS = ((0.25, 0.3), (0.75, 0.3), (0.5, 0.72))
 
 
 def _random_event(rng: np.random.Generator, duration_s: float, name: tuple[str, str], slot: tuple[float, float],
-                  min_event_s: float) -> Event:
+                  min_event_s: float, size: float = 0.13) -> Event:
     shape, color = name
     length = rng.uniform(min_event_s, max(min_event_s, duration_s * 0.6))
     start = float(np.round(rng.uniform(0, duration_s - length), 1))
@@ -212,7 +229,7 @@ def _random_event(rng: np.random.Generator, duration_s: float, name: tuple[str, 
         end_x = float(np.clip(slot[0] + rng.choice([-0.12, 0.12]), 0.15, 0.85))
     elif kind == "recolor":
         end_color = str(rng.choice([c for c in COLORS if c != color]))
-    return Event(shape=shape, color=color, start_s=start, end_s=end, x=slot[0], y=slot[1], size=0.13,
+    return Event(shape=shape, color=color, start_s=start, end_s=end, x=slot[0], y=slot[1], size=size,
                  end_x=end_x, end_color=end_color)
 
 
@@ -224,13 +241,20 @@ def random_video_spec(
     resolutions: tuple[tuple[int, int], ...] = RESOLUTIONS,
     max_events: int = 3,
     min_event_s: float = 1.0,
+    looks: tuple[str, ...] | None = None,
 ) -> VideoSpec:
     """Draw a varied spec (length, frame rate, size, background, 1..``max_events`` events).
 
     Each event has a distinct (shape, colour) so questions about it are unambiguous, and its
     own screen region so shapes never occlude each other. Nothing is encoded: pass the spec to
     :func:`encode_spec`.
+
+    With ``looks`` (families of :mod:`lita_serve.data.looks`) the video gets a random
+    :class:`Look` from those families, its shapes vary in size and (slightly) in position, and
+    only colours that stand out against the look's background colours are drawn.
     """
+    if looks is not None:
+        return _random_look_spec(rng, duration_range, fps_range, resolutions, max_events, min_event_s, looks)
     duration = float(np.round(rng.uniform(*duration_range), 1))
     fps = int(rng.integers(fps_range[0], fps_range[1] + 1))
     width, height = resolutions[int(rng.integers(len(resolutions)))]
@@ -242,6 +266,35 @@ def random_video_spec(
     events.sort(key=lambda e: (e.start_s, e.end_s))
     return VideoSpec(duration_s=duration, fps=fps, width=width, height=height, events=events,
                      background=str(rng.choice(BACKGROUNDS)), seed=int(rng.integers(2**31)))
+
+
+SHAPE_SIZE_RANGE = (0.09, 0.17)  # radius / shorter side, for videos with a look
+SLOT_JITTER = 0.04  # +- fraction of the frame a slot's centre moves, for videos with a look
+
+
+def _random_look_spec(rng: np.random.Generator, duration_range: tuple[float, float], fps_range: tuple[int, int],
+                      resolutions: tuple[tuple[int, int], ...], max_events: int, min_event_s: float,
+                      looks: tuple[str, ...]) -> VideoSpec:
+    duration = float(np.round(rng.uniform(*duration_range), 1))
+    fps = int(rng.integers(fps_range[0], fps_range[1] + 1))
+    width, height = resolutions[int(rng.integers(len(resolutions)))]
+    look = random_look(rng, looks)
+    num_events = int(rng.integers(1, min(max_events, len(_SLOTS)) + 1))
+    names = [(s, c) for s in SHAPES for c in COLORS if look.contrasts_with(COLORS[c])]
+    names = names if len(names) >= num_events else [(s, c) for s in SHAPES for c in COLORS]
+    picks = rng.choice(len(names), size=num_events, replace=False)
+    slots = rng.permutation(len(_SLOTS))[:num_events]
+    events = []
+    for p, s in zip(picks, slots):
+        jitter = rng.uniform(-SLOT_JITTER, SLOT_JITTER, 2)
+        slot = (float(_SLOTS[s][0] + jitter[0]), float(_SLOTS[s][1] + jitter[1]))
+        event = _random_event(rng, duration, names[p], slot, min_event_s, float(rng.uniform(*SHAPE_SIZE_RANGE)))
+        if event.end_color is not None and not look.contrasts_with(COLORS[event.end_color]):
+            event = dataclasses.replace(event, end_color=None)
+        events.append(event)
+    events.sort(key=lambda e: (e.start_s, e.end_s))
+    return VideoSpec(duration_s=duration, fps=fps, width=width, height=height, events=events,
+                     background=look.family, seed=int(rng.integers(2**31)), look=look)
 
 
 def questions_for(spec: VideoSpec) -> list[dict]:

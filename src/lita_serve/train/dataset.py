@@ -79,16 +79,29 @@ class Example:
 def make_split(out_dir: Path, count: int, seed: int, *,
                resolutions: tuple[tuple[int, int], ...] = DEMO_RESOLUTIONS,
                duration_range: tuple[float, float] = DEMO_DURATION_RANGE,
-               fps_range: tuple[int, int] = DEMO_FPS_RANGE) -> list[VideoSpec]:
-    """Encode ``count`` random event videos (1-3 events each) into ``out_dir``; returns their specs."""
+               fps_range: tuple[int, int] = DEMO_FPS_RANGE,
+               looks: tuple[str, ...] | None = None) -> list[VideoSpec]:
+    """Encode ``count`` random event videos (1-3 events each) into ``out_dir``; returns their specs.
+
+    ``looks`` names the look families (:mod:`lita_serve.data.looks`) the videos are drawn in;
+    None keeps the classic dark grey plain/noise background.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    specs = draw_specs(count, seed, resolutions=resolutions, duration_range=duration_range, fps_range=fps_range,
+                       looks=looks)
+    return [encode_spec(spec, out_dir / f"video_{seed}_{i:05d}.mp4") for i, spec in enumerate(specs)]
+
+
+def draw_specs(count: int, seed: int, *,
+               resolutions: tuple[tuple[int, int], ...] = DEMO_RESOLUTIONS,
+               duration_range: tuple[float, float] = DEMO_DURATION_RANGE,
+               fps_range: tuple[int, int] = DEMO_FPS_RANGE,
+               looks: tuple[str, ...] | None = None) -> list[VideoSpec]:
+    """The specs :func:`make_split` encodes for the same arguments, without encoding anything."""
     rng = np.random.default_rng(seed)
-    specs = []
-    for i in range(count):
-        spec = random_video_spec(rng, duration_range=duration_range, fps_range=fps_range, resolutions=resolutions)
-        specs.append(encode_spec(spec, out_dir / f"video_{seed}_{i:05d}.mp4"))
-    return specs
+    return [random_video_spec(rng, duration_range=duration_range, fps_range=fps_range, resolutions=resolutions,
+                              looks=looks) for _ in range(count)]
 
 
 def sample_split(specs: list[VideoSpec], cfg: LitaConfig) -> list[SampledClip]:

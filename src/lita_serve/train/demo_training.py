@@ -1,7 +1,9 @@
 """``lita train-demo``: train a small LITA model on synthetic event videos, evaluate it, save it.
 
 Steps: encode train and held-out videos (different seeds, so no held-out video or event is
-seen in training); train a tiny SentencePiece model on the prompts and convert it for LITA 1.0
+seen in training), drawn in the training look families of :mod:`lita_serve.data.looks` (grey
+and coloured backgrounds, gradients, textures, moving stripes/bars/test cards, brightness
+swings, camera noise and blur), so that the model learns the shapes rather than one background; train a tiny SentencePiece model on the prompts and convert it for LITA 1.0
 (``<t0>..<t99>``); pretrain the vision tower on what is on screen in frames of the training
 videos (:mod:`lita_serve.train.tower`, standing in for CLIP's pretraining) and freeze it; cache
 its pooled features of every training video (decoded once); install the position-aware
@@ -41,6 +43,7 @@ from lita_serve.model import LitaModel
 from lita_serve.prompt import build_input_ids
 from lita_serve.time_tokens import seconds_to_index
 from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece
+from lita_serve.data.looks import TRAINING_FAMILIES
 from lita_serve.data.synthetic import VideoSpec
 from lita_serve.train.dataset import (
     SampledClip, cache_features, localization_examples, localization_items, make_split, sample_split,
@@ -63,7 +66,7 @@ DEFAULT_TRAIN_VIDEOS = 1500
 DEFAULT_EVAL_VIDEOS = 60  # ~2 events each: >= 100 held-out questions
 TOWER_VIDEOS = 600  # training videos whose frames pretrain the vision tower
 TOWER_FRAMES_PER_VIDEO = 25
-TOWER_STEPS = 3000  # about a minute on two threads; a fixed count keeps the stage deterministic
+TOWER_STEPS = 4000  # about a minute on two threads; a fixed count keeps the stage deterministic
 DECODER_STEPS = 2800  # about 8.5 minutes on two threads; the time budget only caps slower machines
 DEFAULT_THREADS = 2  # the two cores the budget is stated for (the manifest records the count)
 REGENERATE_COMMAND = "python -m lita_serve.train.demo_training --out assets/demo --seed {seed}"
@@ -188,8 +191,9 @@ def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, e
     with tempfile.TemporaryDirectory(prefix="lita-train-demo-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
-        train_specs = make_split(work / "train", num_videos, seed)
-        eval_specs = make_split(work / "heldout", eval_videos, seed + EVAL_SEED_OFFSET)
+        train_specs = make_split(work / "train", num_videos, seed, looks=TRAINING_FAMILIES)
+        eval_specs = make_split(work / "heldout", eval_videos, seed + EVAL_SEED_OFFSET, looks=TRAINING_FAMILIES)
+        _say({"phase": "videos", "seconds": round(time.perf_counter() - start, 1)}, printer)
         tokenizer_path = build_tokenizer(train_specs, work, base_cfg.lita.lita_version, base_cfg.lita.num_time_tokens)
         tokenizer = LitaTokenizer.from_file(tokenizer_path, base_cfg.lita.num_time_tokens)
         cfg = with_vocab(base_cfg, padded_vocab_size(base_cfg.text.vocab_size, tokenizer.vocab_size,
@@ -212,7 +216,7 @@ def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, e
         report = evaluate_clips(served, tokenizer, sample_split(eval_specs, cfg), seed=seed)
     manifest = {
         "seed": seed, "command": regenerate_command(seed, preset), "preset": preset, "train_videos": num_videos, "heldout_videos": eval_videos,
-        "train_examples": len(examples), "tower": tower, "steps": result.steps, "stopped_by": result.stopped_by,
+        "train_looks": list(TRAINING_FAMILIES), "train_examples": len(examples), "tower": tower, "steps": result.steps, "stopped_by": result.stopped_by,
         "train_wall_s": round(tower["wall_s"] + result.wall_s, 1), "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4),
         "heldout": {**report_metrics(report), **boundary_bin_accuracy(report, cfg.lita.num_time_tokens)},
         "summary": report.summary_line(),
