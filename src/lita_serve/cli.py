@@ -223,7 +223,8 @@ def cmd_train_demo(args: argparse.Namespace) -> int:
     from lita_serve.train.demo_training import train_demo
 
     threads = {} if args.threads is None else {"threads": args.threads}
-    train_demo(args.output, seed=args.seed, max_minutes=args.max_minutes, **threads)
+    minutes = {} if args.max_minutes is None else {"max_minutes": args.max_minutes}
+    train_demo(args.output, seed=args.seed, **minutes, **threads)
     return 0
 
 
@@ -231,9 +232,10 @@ def _add_train_demo(sub) -> None:
     p = sub.add_parser("train-demo", help=cmd_train_demo.__doc__)
     p.add_argument("--output", type=Path, default=Path("assets/demo"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=10.0)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="cap on the training stages (default: generous; the fixed step counts end them)")
     p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads (default: the two cores the budget is stated for); part of what makes a run reproducible")
+                   help="intra-op threads (default: one); part of what makes a run reproducible")
     p.set_defaults(func=cmd_train_demo)
 
 

@@ -66,9 +66,10 @@ DEFAULT_TRAIN_VIDEOS = 1500
 DEFAULT_EVAL_VIDEOS = 60  # ~2 events each: >= 100 held-out questions
 TOWER_VIDEOS = 600  # training videos whose frames pretrain the vision tower
 TOWER_FRAMES_PER_VIDEO = 25
-TOWER_STEPS = 4000  # about a minute on two threads; a fixed count keeps the stage deterministic
-DECODER_STEPS = 2800  # about 8.5 minutes on two threads; the time budget only caps slower machines
-DEFAULT_THREADS = 2  # the two cores the budget is stated for (the manifest records the count)
+TOWER_STEPS = 3000  # about 3 minutes on one thread; a fixed count keeps the stage deterministic
+DECODER_STEPS = 2800  # about 27 minutes on one thread; the time budget only caps slower machines
+DEFAULT_MAX_MINUTES = 60.0  # cap on the two training stages together: the step counts end them here
+DEFAULT_THREADS = 1  # one thread: on two cores shared with other work, two threads run several times slower
 REGENERATE_COMMAND = "python -m lita_serve.train.demo_training --out assets/demo --seed {seed}"
 
 
@@ -159,7 +160,7 @@ def _pretrain_tower(model: LitaModel, specs: list[VideoSpec], cfg: LitaConfig, s
     return entry
 
 
-def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = 10, num_videos: int = DEFAULT_TRAIN_VIDEOS,
+def train_demo(out_dir: Path, *, seed: int = 0, max_minutes: float = DEFAULT_MAX_MINUTES, num_videos: int = DEFAULT_TRAIN_VIDEOS,
                eval_videos: int = DEFAULT_EVAL_VIDEOS, printer: Callable[[str], None] | None = print,
                settings: TrainSettings | None = None, preset: str = DEMO_PRESET,
                threads: int = DEFAULT_THREADS) -> dict[str, Any]:
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-minutes", type=float, default=10.0)
+    parser.add_argument("--max-minutes", type=float, default=DEFAULT_MAX_MINUTES)
     parser.add_argument("--num-videos", type=int, default=DEFAULT_TRAIN_VIDEOS)
     parser.add_argument("--eval-videos", type=int, default=DEFAULT_EVAL_VIDEOS)
     parser.add_argument("--preset", default=DEMO_PRESET)
