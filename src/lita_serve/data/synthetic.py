@@ -16,8 +16,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+
+from lita_serve.preprocess.frame_sampling import crop_and_normalize, frame_indices
 
 SHAPES = ("circle", "square", "triangle")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -149,6 +152,16 @@ def render_frame(spec: VideoSpec, index: int, rng: np.random.Generator | None = 
         if event.visible_at(t):
             frame[event_mask(event, t, spec.width, spec.height)] = COLORS[event.state_at(t)[2]]
     return frame
+
+
+def sampled_pixels(spec: VideoSpec, num_frames: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``num_frames`` frames of a square ``spec`` drawn (not encoded), sampled evenly as the
+    preprocess step samples and CLIP-normalised: float32 ``[F, 3, S, S]`` with ``S = spec.width``."""
+    if spec.width != spec.height:
+        raise ValueError(f"sampled_pixels draws square frames, got {spec.width}x{spec.height}")
+    picks = frame_indices(spec.num_frames, num_frames)
+    frames = np.stack([render_frame(spec, int(i)) for i in picks])  # [F, S, S, 3] uint8
+    return crop_and_normalize(frames, spec.width, mean, std)
 
 
 def encode_spec(spec: VideoSpec, path: str | Path, crf: int = 23) -> VideoSpec:
