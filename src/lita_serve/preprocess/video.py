@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lita_serve.config import LitaConfig
+from lita_serve.config import IMAGE_ASPECT_RATIOS, LitaConfig
 from lita_serve.errors import InvalidInputError, LimitExceededError, VideoDecodeError
 from lita_serve.preprocess.frame_decode import BACKENDS, available_backends
 from lita_serve.preprocess.frame_sampling import crop_chw, normalize_chw, pad_chw, pad_color
@@ -119,8 +119,9 @@ def sample_video(
     ``image_aspect_ratio`` ``"square"`` crops the centre of frames scaled to cover the square;
     ``"pad"`` scales them to fit inside it and pads with the mean colour (LLaVA's expand2square).
     """
-    if image_aspect_ratio not in ("square", "pad"):
-        raise InvalidInputError(f"image_aspect_ratio must be 'square' or 'pad', got {image_aspect_ratio!r}")
+    if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+        raise InvalidInputError(f"image_aspect_ratio must be one of {list(IMAGE_ASPECT_RATIOS)}, "
+                                f"got {image_aspect_ratio!r}")
     pad = image_aspect_ratio == "pad"
     _check_request(num_frames, image_size, max_frames)
     src: VideoSource = load_source(source, max_bytes)
