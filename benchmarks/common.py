@@ -121,28 +121,3 @@ def interleaved_min_cpu(fns: dict[str, Callable[[], Any]], repeat: int = 3,
             wall, used = time.perf_counter() - start, process_cpu_seconds() - cpu
             best[name] = (min(best[name][0], wall), min(best[name][1], used))
     return best
-
-
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants, plus
-    the children they have already reaped (Linux ``/proc``; 0.0 where it is not readable)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    times: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
-        child = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(child)
-        times[child] = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        total += times.get(current, 0)
-        todo += children.get(current, [])
-    return total / tick

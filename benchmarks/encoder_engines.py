@@ -3,35 +3,19 @@ onnxruntime``) against the PyTorch encoder (the default), same weights, same fra
 
 The model is the demo checkpoint's encoder (what ``make demo`` serves): one request is
 ``sample_frames`` frames; a batch of 8 is what the encoder step's dynamic batching forms under
-load. Wall time is the best of interleaved runs; CPU time is this process's CPU seconds over the
-same runs (both runtimes use the same thread count).
+load. Wall time and this process's CPU time are each the best of interleaved runs (both runtimes
+use the same thread count).
 """
 
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import compare, machine_note
-
-
-def _best(fns: dict, repeat: int) -> dict[str, tuple[float, float]]:
-    """Best wall seconds and mean CPU seconds per call of each function, interleaved."""
-    for fn in fns.values():
-        fn()
-    wall = {name: float("inf") for name in fns}
-    cpu = {name: 0.0 for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            w0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall[name] = min(wall[name], time.perf_counter() - w0)
-            cpu[name] += (time.process_time() - c0) / repeat
-    return {name: (wall[name], cpu[name]) for name in fns}
+from benchmarks.common import compare, interleaved_min_cpu, machine_note
 
 
 def run(short: bool = False) -> list[dict[str, Any]]:
@@ -60,8 +44,8 @@ def run(short: bool = False) -> list[dict[str, Any]]:
                 with torch.inference_mode():
                     return torch_encoder(frames)
 
-            best = _best({"torch": with_torch, "onnxruntime": lambda frames=frames: onnx_encoder(frames)},
-                         repeat=5 if short else 15)
+            best = interleaved_min_cpu({"torch": with_torch, "onnxruntime": lambda frames=frames: onnx_encoder(frames)},
+                                       repeat=5 if short else 15)
             label = f"encoder onnxruntime, {batch} x {cfg.lita.sample_frames} frames ({size}px)"
             results.append(compare(f"{label}, wall", "torch", best["torch"][0] * 1e3, best["onnxruntime"][0] * 1e3,
                                    "ms"))

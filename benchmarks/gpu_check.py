@@ -43,23 +43,17 @@ def cuda_problem() -> str | None:
 
 
 def demo_frames(cfg) -> "torch.Tensor":
-    """The demo video's sampled frames, rendered (no decoder needed) and CLIP-normalised: [1, F, 3, S, S]."""
-    import numpy as np  # noqa: PLC0415
+    """The demo event's sampled frames, drawn at the model's size (no decoder needed) and
+    CLIP-normalised: [1, F, 3, S, S]."""
     import torch  # noqa: PLC0415
-    import torch.nn.functional as F  # noqa: PLC0415
 
-    from lita_serve.data.synthetic import VideoSpec, render_frame  # noqa: PLC0415
+    from lita_serve.data.synthetic import VideoSpec, sampled_pixels  # noqa: PLC0415
     from lita_serve.demo import DEMO_DURATION_S, DEMO_EVENT  # noqa: PLC0415
-    from lita_serve.preprocess.frame_sampling import frame_indices, normalization_affine  # noqa: PLC0415
 
-    spec = VideoSpec(duration_s=DEMO_DURATION_S, fps=10, width=96, height=64, events=[DEMO_EVENT], seed=7)
-    total = int(round(DEMO_DURATION_S * 10))
-    rgb = np.stack([render_frame(spec, int(i)) for i in frame_indices(total, cfg.lita.sample_frames)])  # [F,H,W,3]
-    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float()  # [F, 3, H, W]
     size = cfg.vision.image_size
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).round().clamp(0, 255)
-    scale, offset = normalization_affine(cfg.vision.image_mean, cfg.vision.image_std)  # [1, 3, 1, 1]
-    return (x * torch.from_numpy(scale) - torch.from_numpy(offset))[None]  # [1, F, 3, S, S]
+    spec = VideoSpec(duration_s=DEMO_DURATION_S, fps=10, width=size, height=size, events=[DEMO_EVENT], seed=7)
+    return torch.from_numpy(sampled_pixels(spec, cfg.lita.sample_frames, cfg.vision.image_mean,
+                                           cfg.vision.image_std))[None]
 
 
 def parity(repo: Path, device: str = "cuda") -> dict[str, Any]:
@@ -85,7 +79,7 @@ def parity(repo: Path, device: str = "cuda") -> dict[str, Any]:
         with torch.inference_mode():
             table = encoder(frames.to(device, dtype))[0]  # [N_vis, H]
             ids = build_input_ids(tokenizer, QUESTION, table.shape[0], cfg.text.vocab_size,
-                                  cfg.lita.visual_token_format)
+                                  cfg.lita.visual_token_format, options=cfg.prompt)
             embeds = decoder.embed(torch.tensor([ids], device=device), table)  # [1, T, H]
             positions = torch.arange(embeds.shape[1], device=device)
             logits = decoder(embeds, positions, None)[0, -1].float().cpu()  # [V]

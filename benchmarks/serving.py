@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import (ARTIFACTS, build_bench_repository, compare, machine_note, process_cpu_seconds,
-                               process_tree_cpu_seconds)
+from benchmarks.common import ARTIFACTS, build_bench_repository, compare, machine_note, process_cpu_seconds
+from lita_serve.proc_stat import process_tree_cpu_seconds
 
 QUESTION = "When does the red circle appear?"
 MAX_TOKENS = 16

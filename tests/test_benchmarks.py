@@ -70,7 +70,7 @@ def test_process_tree_cpu_counts_a_busy_child():
     import sys
     import time
 
-    from benchmarks.common import process_tree_cpu_seconds
+    from lita_serve.proc_stat import process_tree_cpu_seconds
 
     before = process_tree_cpu_seconds(os.getpid())
     child = subprocess.Popen([sys.executable, "-c",

@@ -293,7 +293,8 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
                                                 quantization, converted, build_argv))
         write_model_repository(output, model.config, Deployment(
             max_batch_size=max_batch_size, kind="KIND_GPU" if gpu_models else "KIND_CPU",
-            llm_kind="KIND_CPU" if engine == "tensorrt_llm" else ("KIND_GPU" if gpu_models else "KIND_CPU"),
+            # the torch decoder shares the GPU with a TensorRT encoder; a TensorRT-LLM one only forwards (BLS)
+            llm_kind="KIND_GPU" if engine == "torch" and encoder_engine == "tensorrt" else "KIND_CPU",
             gpus=gpus))
         bar.update(1)
     manifest["notes"] = notes

@@ -20,9 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lita_serve.data.synthetic import questions_for, random_video_spec, render_frame
+from lita_serve.data.synthetic import questions_for, random_video_spec, sampled_pixels
 from lita_serve.model import LitaModel
-from lita_serve.preprocess.frame_sampling import crop_and_normalize, frame_indices
 from lita_serve.prompt import build_input_ids
 from lita_serve.tokenizer import LitaTokenizer
 
@@ -34,9 +33,7 @@ def calibration_frames(model: LitaModel, rng: np.random.Generator) -> tuple[torc
     cfg = model.config
     size = cfg.vision.image_size
     spec = random_video_spec(rng, resolutions=((size, size),), duration_range=(5.0, 40.0), fps_range=(4, 8))
-    picks = frame_indices(spec.num_frames, cfg.lita.sample_frames)
-    frames = np.stack([render_frame(spec, int(i)) for i in picks])  # [F, S, S, 3] uint8
-    pixels = crop_and_normalize(frames, size, cfg.vision.image_mean, cfg.vision.image_std)  # [F, 3, S, S]
+    pixels = sampled_pixels(spec, cfg.lita.sample_frames, cfg.vision.image_mean, cfg.vision.image_std)  # [F, 3, S, S]
     return torch.from_numpy(pixels)[None], questions_for(spec)
 
 
@@ -53,7 +50,7 @@ def calibration_batches(model: LitaModel, tokenizer: LitaTokenizer, num_prompts:
         table = encoder(pixels.to(device=device, dtype=enc_dtype))[0]  # [N_vis, H]
         question = questions[int(rng.integers(len(questions)))]["question"]
         ids = build_input_ids(tokenizer, question, table.shape[0], decoder.vocab_size,
-                              model.config.lita.visual_token_format)
+                              model.config.lita.visual_token_format, options=model.config.prompt)
         embeds = decoder.embed(torch.tensor([ids], device=device), table)  # [1, T, H]
         batches.append({"inputs_embeds": embeds.to(dtype)})
     return batches

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lita_serve.config import DEFAULT_NUM_TIME_TOKENS, PROJECTOR_TYPES, VIDEO_ARCHS, VISUAL_TOKEN_FORMATS, LitaConfig
+from lita_serve.config import (DEFAULT_NUM_TIME_TOKENS, IMAGE_ASPECT_RATIOS, PROJECTOR_TYPES, VIDEO_ARCHS,
+                               VISUAL_TOKEN_FORMATS, LitaConfig)
 from lita_serve.errors import CheckpointError, InvalidInputError
 from lita_serve.special_tokens import LITA_VERSIONS
 
@@ -17,6 +18,7 @@ OVERRIDE_KEYS: dict[str, str] = {
     "spatial_pool": "spatial_pool",
     "num_time_tokens": "num_time_tokens",
     "projector_type": "mm_projector_type",
+    "image_aspect_ratio": "image_aspect_ratio",
 }
 VERSION_PRESETS = {"1.0": "lita-13b", "1.5": "lita-1.5-13b"}
 POOLED_ARCHS = ("temporal_spatial_pool", "spatial_pool")
@@ -75,6 +77,8 @@ def check_lita_options(cfg: LitaConfig) -> None:
         problems.append(f"visual_token_format={o.visual_token_format!r} is not one of {list(VISUAL_TOKEN_FORMATS)}")
     if o.projector_type not in PROJECTOR_TYPES:
         problems.append(f"projector_type={o.projector_type!r} is not one of {list(PROJECTOR_TYPES)}")
+    if o.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+        problems.append(f"image_aspect_ratio={o.image_aspect_ratio!r} is not one of {list(IMAGE_ASPECT_RATIOS)}")
     if not 1 <= o.sample_frames <= cfg.limits.max_frames:
         problems.append(f"sample_frames={o.sample_frames} is outside 1..{cfg.limits.max_frames} (limits.max_frames)")
     if o.num_spatial_frames < 1:

@@ -361,7 +361,9 @@ def nemo_config_to_hf(config: dict[str, Any], hf_state: dict[str, Tensor]) -> di
     }
     optional = {"video_arch": lita.get("lita_video_arch"), "visual_token_format": lita.get("visual_token_format"),
                 "num_spatial_frames": nemo_spatial_frames(lita), "num_time_tokens": lita.get("num_time_tokens"),
-                "num_frames": _get(config, "data.num_frames")}
+                "num_frames": _get(config, "data.num_frames"),
+                # NeMo's LITA configs set data.image_aspect_ratio: pad (frames padded to squares)
+                "image_aspect_ratio": _get(config, "data.image_aspect_ratio")}
     hf.update({k: v for k, v in optional.items() if v is not None})
     return hf
 

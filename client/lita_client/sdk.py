@@ -107,6 +107,22 @@ class _Base:
         tried.add(replica.address)
         return any(r.address not in tried for r in self.replicas.replicas)
 
+    def _after_failure(self, replica: Replica, exc: LitaClientError, started: bool, tried: set[str],
+                       delays: Iterator[float], attempts: int) -> float:
+        """What follows a failed attempt on ``replica``, for the sync and the asyncio loop alike:
+        0 to try another replica at once, else the wait before the next round; raises ``exc``
+        when the request must not be sent again (a response had arrived: the replica that
+        dropped it leaves the rotation) or when :meth:`_backoff` gives up."""
+        if started:
+            if not self.replicas.single:
+                self.replicas.mark_down(replica)
+            raise exc
+        if self._failover(replica, tried):
+            return 0.0
+        delay = self._backoff(exc, delays, attempts)
+        tried.clear()
+        return delay
+
     def _backoff(self, exc: LitaClientError, delays: Iterator[float], attempts: int) -> float:
         """The wait before the next attempt after ``exc``; raises when there is none.
 
@@ -317,15 +333,9 @@ class LitaClient(_Base):
                     self.replicas.mark_up(replica)
                 return
             except _FAILOVER_ERRORS as exc:
-                if started:  # never sent again; the server that dropped it leaves the rotation
-                    if not self.replicas.single:
-                        self.replicas.mark_down(replica)
-                    raise
-                if self._failover(replica, tried):
-                    continue
-                delay = self._backoff(exc, delays, attempts)
-                tried.clear()
-                time.sleep(delay)
+                delay = self._after_failure(replica, exc, started, tried, delays, attempts)
+                if delay:
+                    time.sleep(delay)
 
     def _attempt(self, replica: Replica, arrays: list) -> Iterator[Chunk]:
         """One request on its own stream to ``replica``; translated errors, stream closed (cancelled if unfinished)."""
@@ -535,15 +545,9 @@ class AsyncLitaClient(_Base):
                     self.replicas.mark_up(replica)
                 return
             except _FAILOVER_ERRORS as exc:
-                if started:  # never sent again; the server that dropped it leaves the rotation
-                    if not self.replicas.single:
-                        self.replicas.mark_down(replica)
-                    raise
-                if self._failover(replica, tried):
-                    continue
-                delay = self._backoff(exc, delays, attempts)
-                tried.clear()
-                await asyncio.sleep(delay)
+                delay = self._after_failure(replica, exc, started, tried, delays, attempts)
+                if delay:
+                    await asyncio.sleep(delay)
 
     async def _attempt(self, replica: Replica, arrays: list) -> AsyncIterator[Chunk]:
         client, address = replica.client, replica.address

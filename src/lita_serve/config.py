@@ -24,6 +24,9 @@ DEFAULT_SPATIAL_FRAMES = 4  # frames kept for the slow/spatial tokens (pool_size
 VIDEO_ARCHS = ("temporal", "spatial", "temporal_spatial", "temporal_spatial_pool", "spatial_pool", "temporal_all_resolution")
 VISUAL_TOKEN_FORMATS = ("v1", "im_vid_start_end")
 PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
+# How a frame becomes a square: "square" resizes the shortest side and crops the centre (CLIP's
+# processor); "pad" pads to a square with the image mean colour first (LLaVA's expand2square).
+IMAGE_ASPECT_RATIOS = ("square", "pad")
 # Prompt construction (see lita_serve.conversation): template names, where the video goes
 # relative to the question, and how the text around the video is tokenized.
 CONV_TEMPLATES = ("v1", "llava_v1")
@@ -86,6 +89,7 @@ class LitaOptions:
     spatial_pool: int = 2  # avg-pool kernel for the slow tokens: 16x16 -> 8x8
     num_time_tokens: int = DEFAULT_NUM_TIME_TOKENS
     projector_type: str = "linear"
+    image_aspect_ratio: str = "square"  # one of IMAGE_ASPECT_RATIOS; "pad" for LITA 1.5 (NeMo's LITA config)
 
 
 @dataclass
@@ -186,7 +190,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "name": "lita-1.5-13b",
         "vision": {"image_size": 336},
         "lita": {"lita_version": "1.5", "projector_type": "mlp2x_gelu", "video_arch": "temporal_all_resolution",
-                 "visual_token_format": "im_vid_start_end"},
+                 "visual_token_format": "im_vid_start_end", "image_aspect_ratio": "pad"},
     },
     # A small LITA-architecture model for CPU tests and the demo.
     "tiny": {

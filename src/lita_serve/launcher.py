@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lita_serve.errors import LitaError, MissingDependencyError
+from lita_serve.proc_stat import stat_fields
 
 logger = logging.getLogger(__name__)
 
@@ -185,19 +186,13 @@ class StubProcess:
 
 
 def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
+    fields = stat_fields(pid)
+    return None if fields is None else fields[0]
 
 
 def _parent(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[1])
 
 
 def stub_processes(server_pid: int) -> list[StubProcess]:

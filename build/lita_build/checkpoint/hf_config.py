@@ -114,12 +114,17 @@ def _lita(hf: dict[str, Any], used: list[str]) -> LitaOptions:
     if fmt is None:
         fmt = "im_vid_start_end" if _option(hf, "mm_use_im_start_end", used) else "v1"
         used.append(f"visual_token_format={fmt!r} (from mm_use_im_start_end)")
-    return LitaOptions(lita_version=str(_option(hf, "lita_version", used)), video_arch=_option(hf, "video_arch", used),
+    version = str(_option(hf, "lita_version", used))
+    aspect = hf.get("image_aspect_ratio")
+    if aspect is None:  # LITA 1.5 pads frames to squares (NeMo's LITA config), 1.0 crops their centre
+        aspect = "pad" if version == "1.5" else "square"
+        used.append(f"image_aspect_ratio={aspect!r} (LITA {version}'s preprocessing)")
+    return LitaOptions(lita_version=version, video_arch=_option(hf, "video_arch", used),
                        visual_token_format=fmt, sample_frames=int(frames),
                        num_spatial_frames=int(_option(hf, "num_spatial_frames", used)),
                        spatial_pool=int(_option(hf, "spatial_pool", used)),
                        num_time_tokens=int(hf["num_time_tokens"]),
-                       projector_type=_option(hf, "mm_projector_type", used))
+                       projector_type=_option(hf, "mm_projector_type", used), image_aspect_ratio=str(aspect))
 
 
 def _check_values(cfg: LitaConfig, hf: dict[str, Any], used: list[str]) -> list[str]:
@@ -199,7 +204,7 @@ def config_to_hf(cfg: LitaConfig, dtype_name: str = "float32") -> dict[str, Any]
         "mm_hidden_size": cfg.vision.hidden_size, "mm_projector_type": lita.projector_type,
         "mm_vision_select_layer": cfg.vision.select_layer, "mm_vision_select_feature": "patch",
         "mm_use_im_start_end": lita.visual_token_format == "im_vid_start_end", "mm_use_im_patch_token": False,
-        "use_mm_proj": True, "image_aspect_ratio": "square", "tune_mm_mlp_adapter": False,
+        "use_mm_proj": True, "image_aspect_ratio": lita.image_aspect_ratio, "tune_mm_mlp_adapter": False,
         "freeze_mm_mlp_adapter": False, "num_frames": lita.sample_frames, "num_time_tokens": lita.num_time_tokens,
         "input_type": "video", "video_arch": lita.video_arch, "lita_version": lita.lita_version,
         "visual_token_format": lita.visual_token_format, "num_spatial_frames": lita.num_spatial_frames,

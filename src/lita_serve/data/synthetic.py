@@ -17,10 +17,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from lita_serve.data.looks import Look, apply_look, background, random_look, textured
+from lita_serve.preprocess.frame_sampling import crop_and_normalize, frame_indices
 
 SHAPES = ("circle", "square", "triangle")
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -166,6 +168,16 @@ def _render_look_frame(spec: VideoSpec, t: float, rng: np.random.Generator) -> n
         if event.visible_at(t):
             frame[event_mask(event, t, spec.width, spec.height)] = COLORS[event.state_at(t)[2]]
     return apply_look(look, frame, t, rng)
+
+
+def sampled_pixels(spec: VideoSpec, num_frames: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``num_frames`` frames of a square ``spec`` drawn (not encoded), sampled evenly as the
+    preprocess step samples and CLIP-normalised: float32 ``[F, 3, S, S]`` with ``S = spec.width``."""
+    if spec.width != spec.height:
+        raise ValueError(f"sampled_pixels draws square frames, got {spec.width}x{spec.height}")
+    picks = frame_indices(spec.num_frames, num_frames)
+    frames = np.stack([render_frame(spec, int(i)) for i in picks])  # [F, S, S, 3] uint8
+    return crop_and_normalize(frames, spec.width, mean, std)
 
 
 def encode_spec(spec: VideoSpec, path: str | Path, crf: int = 23) -> VideoSpec:

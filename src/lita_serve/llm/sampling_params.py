@@ -9,6 +9,26 @@ from lita_client.contract import SAMPLING_RANGES
 from lita_serve.errors import InvalidInputError, LimitExceededError
 
 
+INTEGER_PARAMS = ("max_tokens", "top_k", "seed", "logprobs")
+NUMBER_PARAMS = ("temperature", "top_p", "repetition_penalty")
+
+
+def check_type(name: str, value: object) -> None:
+    """InvalidInputError naming ``name`` unless ``value`` has its type (an integer, or a finite number)."""
+    if name in INTEGER_PARAMS and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+    if name in NUMBER_PARAMS and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+        raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+
+
+def check_range(name: str, value: float) -> None:
+    """InvalidInputError naming ``name`` when ``value`` is outside its range in the contract."""
+    allowed = SAMPLING_RANGES[name]
+    if not allowed.contains(value):
+        raise InvalidInputError(f"{name} must be {allowed.describe()}, got {value!r}")
+
+
 @dataclass
 class SamplingParams:
     """What one request asks of the decoder. ``greedy`` (or temperature 0) means argmax."""
@@ -31,18 +51,14 @@ class SamplingParams:
 
         Value ranges come from the client-server contract (:data:`SAMPLING_RANGES`).
         """
-        for name in ("max_tokens", "top_k", "seed", "logprobs"):
+        for name in (*INTEGER_PARAMS, *NUMBER_PARAMS):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise InvalidInputError(f"{name} must be an integer, got {value!r}")
-        for name in ("temperature", "top_p", "repetition_penalty"):
+            if value is not None or name in NUMBER_PARAMS:
+                check_type(name, value)
+        for name in SAMPLING_RANGES:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
-        for name, allowed in SAMPLING_RANGES.items():
-            value = getattr(self, name)
-            if value is not None and not allowed.contains(value):
-                raise InvalidInputError(f"{name} must be {allowed.describe()}, got {value!r}")
+            if value is not None:
+                check_range(name, value)
         if self.max_tokens > max_new_tokens_limit:
             raise LimitExceededError(f"max_tokens {self.max_tokens} exceeds the limit {max_new_tokens_limit}")
         if not isinstance(self.greedy, bool):

@@ -19,8 +19,6 @@ the load never holds the whole decoder in full precision.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
-
 from torch import nn
 
 from lita_serve.errors import InvalidInputError, MissingDependencyError
@@ -70,13 +68,6 @@ def quantize_linear(module: nn.Linear, name: str) -> nn.Linear:
     quantize_, config = _int8_config()
     quantize_(module, config)
     return module
-
-
-def quantize_linears(modules: Iterable[nn.Module], name: str) -> None:
-    """:func:`quantize_linear` on every ``nn.Linear`` among ``modules``."""
-    for module in modules:
-        if isinstance(module, nn.Linear):
-            quantize_linear(module, name)
 
 
 def weight_bytes(module: nn.Module) -> int:

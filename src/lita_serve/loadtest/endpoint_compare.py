@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import resource
 import time
 from contextlib import ExitStack
@@ -28,11 +27,11 @@ from typing import Any, Sequence
 from lita_serve.loadtest.inputs import DEFAULT_QUESTIONS, make_videos, write_input_data, write_openai_input_data
 from lita_serve.loadtest.perf import PerfOptions, openai_perf_command, perf_command, read_csv, run_perf_analyzer
 from lita_serve.loadtest.token_timing import latency_by_concurrency, read_profile_export, shrink_export
+from lita_serve.proc_stat import process_tree_cpu_seconds
 
 logger = logging.getLogger(__name__)
 
 ENDPOINTS = ("grpc", "openai")
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -56,27 +55,16 @@ class EndpointLevel:
     triton_cpu_ms: float | None  # tritonserver and its model processes, per request (None: not ours)
 
 
-def _proc_cpu_s(pids: Sequence[int]) -> float:
-    """User + system CPU seconds of the live processes ``pids`` (Linux /proc)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / _TICK
-
-
 class _CpuMeter:
-    """CPU seconds spent by perf_analyzer runs (children), this process, and the server's processes."""
+    """CPU seconds spent by perf_analyzer runs (children), this process, and the server's process
+    tree (tritonserver and its model processes)."""
 
-    def __init__(self, server_pids: Sequence[int] | None) -> None:
-        self.server_pids = server_pids
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
 
     def read(self) -> tuple[float, float, float | None]:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        server = _proc_cpu_s(self.server_pids) if self.server_pids else None
+        server = process_tree_cpu_seconds(self.server_pid) if self.server_pid else None
         return children.ru_utime + children.ru_stime, time.process_time(), server
 
 
@@ -112,7 +100,7 @@ def compare_endpoints(repository: str | Path | None, out_dir: str | Path, levels
     ``repository`` unless ``url`` (host:grpc_port) names a running one; the frontend always
     runs here, forwarding to it."""
     from lita_serve.openai_api import FrontendSettings, OpenAIFrontend  # noqa: PLC0415 - the serve extra
-    from lita_serve.launcher import Ports, TritonServer, stub_processes  # noqa: PLC0415
+    from lita_serve.launcher import Ports, TritonServer  # noqa: PLC0415
     from lita_serve.openai_api.frontend_settings import limits_of  # noqa: PLC0415
 
     out = Path(out_dir)
@@ -127,15 +115,15 @@ def compare_endpoints(repository: str | Path | None, out_dir: str | Path, levels
     openai_input = write_openai_input_data(sources, runs / "openai_input.json", [question], max_tokens)
     results: list[EndpointLevel] = []
     with ExitStack() as stack:
-        server_pids = None
+        server_pid = None
         if url is None:
             server = stack.enter_context(TritonServer(Path(repository), ports=Ports.free()))
             url = server.grpc_url
-            server_pids = [server.process.pid, *(s.pid for s in stub_processes(server.process.pid))]
+            server_pid = server.process.pid
         settings = FrontendSettings(url, limits=limits_of(repository))
         frontend = stack.enter_context(OpenAIFrontend(settings, port=Ports.free().http))
         _warm_up(url, sources, question, max_tokens)
-        meter = _CpuMeter(server_pids)
+        meter = _CpuMeter(server_pid)
         for level in levels:
             level_opts = replace(opts, concurrency=(level, level))
             for endpoint in ENDPOINTS:

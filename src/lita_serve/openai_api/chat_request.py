@@ -4,9 +4,9 @@ Accepted: one ``user`` message whose content holds exactly one ``video_url`` par
 more ``text`` parts (joined by newlines into the question); ``max_tokens`` /
 ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``, ``stream``,
 ``stream_options.include_usage``; LITA's extras ``top_k``, ``repetition_penalty`` and
-``duration``. The value ranges are the client-server contract's
-(:data:`lita_client.contract.SAMPLING_RANGES`); ``max_tokens`` is also capped by the
-repository's limit.
+``duration``. Types and ranges are checked as the server checks them
+(:mod:`lita_serve.llm.sampling_params`, ranges from the client-server contract); ``max_tokens``
+is also capped by the repository's limit.
 
 Decoding is greedy unless ``temperature`` > 0 is given (then LITA samples with ``temperature``,
 ``top_p``, ``top_k`` and ``seed``); OpenAI's default of 1.0 is not applied, so a plain request
@@ -21,8 +21,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from lita_client.contract import SAMPLING_RANGES
 from lita_serve.config import ServeLimits
+from lita_serve.errors import InvalidInputError
+from lita_serve.llm.sampling_params import check_range, check_type
 from lita_serve.openai_api.api_errors import ApiError, bad_request
 
 # Fields whose mere presence asks for something LITA does not do (null is fine).
@@ -39,8 +40,6 @@ _REFUSED = {
 }
 # Fields that are fine at their OpenAI default only.
 _DEFAULT_ONLY = {"n": 1, "logprobs": False, "presence_penalty": 0, "frequency_penalty": 0}
-_INTEGERS = ("max_tokens", "top_k", "seed")
-_NUMBERS = ("temperature", "top_p", "repetition_penalty")
 
 
 @dataclass
@@ -57,10 +56,6 @@ class VideoChat:
     @property
     def max_tokens(self) -> int | None:
         return self.sampling.get("max_tokens")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
@@ -131,13 +126,11 @@ def _sampling(body: dict[str, Any], limits: ServeLimits) -> dict[str, Any]:
     for name, value in given.items():
         if value is None:
             continue
-        if name in _INTEGERS and not _is_int(value):
-            raise bad_request(f"{name} must be an integer, got {value!r}", name)
-        if name in _NUMBERS and not _is_number(value):
-            raise bad_request(f"{name} must be a finite number, got {value!r}", name)
-        allowed = SAMPLING_RANGES[name]
-        if not allowed.contains(value):
-            raise bad_request(f"{name} must be {allowed.describe()}, got {value!r}", name)
+        try:  # the checks and messages the server's SamplingParams.validate applies
+            check_type(name, value)
+            check_range(name, value)
+        except InvalidInputError as exc:
+            raise bad_request(str(exc), name) from None
         sampling[name] = value
     if sampling.get("max_tokens", 0) > limits.max_new_tokens:
         raise bad_request(f"max_tokens {sampling['max_tokens']} exceeds the server's limit of "

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lita_serve.preprocess.frame_sampling import resize_dims
+from lita_serve.preprocess.frame_sampling import fit_dims, resize_dims
 
 
 def _sign(value: int) -> int:
@@ -52,10 +52,10 @@ class Display:
         shown_width = max(1, round(width * self.sample_aspect))
         return (height, shown_width) if self.transpose else (shown_width, height)
 
-    def stored_target(self, width: int, height: int, image_size: int) -> tuple[int, int]:
+    def stored_target(self, width: int, height: int, image_size: int, fit: bool = False) -> tuple[int, int]:
         """(width, height) to scale stored frames to, so that once oriented their shortest side is
-        ``image_size`` with the shown aspect ratio."""
-        target_w, target_h = resize_dims(*self.shown_size(width, height), image_size)
+        ``image_size`` with the shown aspect ratio (``fit``: their longest side, for padding)."""
+        target_w, target_h = (fit_dims if fit else resize_dims)(*self.shown_size(width, height), image_size)
         return (target_h, target_w) if self.transpose else (target_w, target_h)
 
     def orient(self, rgb: np.ndarray) -> np.ndarray:

@@ -71,7 +71,8 @@ def _open_failure(src: VideoSource, exc: BaseException) -> VideoDecodeError:
     return VideoDecodeError(f"{src.label} could not be decoded (corrupt or truncated?): {_short_reason(exc)}")
 
 
-def decode_decord(src: VideoSource, plan: PlanFn, image_size: int, num_threads: int = 0) -> DecodedFrames:
+def decode_decord(src: VideoSource, plan: PlanFn, image_size: int, num_threads: int = 0,
+                  fit: bool = False) -> DecodedFrames:
     """Decode the frames ``plan(timeline)`` picks with decord.
 
     decord ignores display matrices and pixel shapes, and its ffmpeg lacks some codecs (VP9 in
@@ -83,8 +84,8 @@ def decode_decord(src: VideoSource, plan: PlanFn, image_size: int, num_threads: 
     import decord  # noqa: PLC0415
     display, (stored_w, stored_h) = probe_display(src)
     if not display.is_identity:
-        return decode_pyav(src, plan, image_size, num_threads)
-    width, height = display.stored_target(stored_w, stored_h, image_size)
+        return decode_pyav(src, plan, image_size, num_threads, fit)
+    width, height = display.stored_target(stored_w, stored_h, image_size, fit)
     try:
         reader = decord.VideoReader(src.open_stream(), ctx=decord.cpu(0), width=width, height=height,
                                      num_threads=num_threads)
@@ -92,15 +93,15 @@ def decode_decord(src: VideoSource, plan: PlanFn, image_size: int, num_threads: 
         fps = float(reader.get_avg_fps())
         times = np.asarray(reader.get_frame_timestamp(range(num)), np.float64)  # [n, 2] start, end seconds
     except Exception:  # noqa: BLE001 - DECORDError, RuntimeError, AssertionError (zero frames)
-        return decode_pyav(src, plan, image_size, num_threads)
+        return decode_pyav(src, plan, image_size, num_threads, fit)
     if num == 0:
-        return decode_pyav(src, plan, image_size, num_threads)
+        return decode_pyav(src, plan, image_size, num_threads, fit)
     timeline = _decord_timeline(times, fps)
     indices = plan(timeline)
     try:
         batch = reader.get_batch(indices)  # [F, H', W', 3] uint8
     except Exception:  # noqa: BLE001 - decord could not decode them; PyAV decodes or names the problem
-        return decode_pyav(src, plan, image_size, num_threads)
+        return decode_pyav(src, plan, image_size, num_threads, fit)
     frames = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)  # any decord bridge
     return DecodedFrames(frames=frames, indices=indices, timeline=timeline, fps=fps)
 
@@ -153,7 +154,8 @@ def probe_display(src: VideoSource) -> tuple[Display, tuple[int, int]]:
     raise VideoDecodeError(f"{src.label} holds no video frames")
 
 
-def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: int = 0) -> DecodedFrames:
+def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: int = 0,
+                fit: bool = False) -> DecodedFrames:
     """Decode the frames ``plan(timeline)`` picks with PyAV, skipping what is not needed.
 
     One demux pass lists the packets and their presentation timestamps; then only packets that
@@ -187,7 +189,7 @@ def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: in
         layout = PacketLayout.of(packets, codec.name, codec.extradata)
         timeline = _packet_timeline(packets, layout, stream.time_base, fps)
         indices = plan(timeline)
-        out = _Frames(len(indices), image_size, codec.sample_aspect_ratio)
+        out = _Frames(len(indices), image_size, codec.sample_aspect_ratio, fit)
         made = _decode_selected(codec, packets, layout, indices, out, src)
     if out.filled < len(indices):
         raise VideoDecodeError(
@@ -209,8 +211,8 @@ def _packet_timeline(packets, layout: PacketLayout, time_base: Fraction | None, 
 class _Frames:
     """The output frames, sized once the first decoded frame says how it is shown."""
 
-    def __init__(self, count: int, image_size: int, sample_aspect: Fraction | None) -> None:
-        self.count, self.image_size, self.sample_aspect = count, image_size, sample_aspect
+    def __init__(self, count: int, image_size: int, sample_aspect: Fraction | None, fit: bool = False) -> None:
+        self.count, self.image_size, self.sample_aspect, self.fit = count, image_size, sample_aspect, fit
         self.frames: np.ndarray = np.empty((count, image_size, image_size, 3), np.uint8)
         self.display: Display | None = None
         self.target = (image_size, image_size)
@@ -220,7 +222,7 @@ class _Frames:
     def put(self, frame, slots: list[int]) -> None:
         if self.display is None:  # every frame of a stream is shown the same way
             self.display = frame_display(frame, self.sample_aspect)
-            self.target = self.display.stored_target(frame.width, frame.height, self.image_size)
+            self.target = self.display.stored_target(frame.width, frame.height, self.image_size, self.fit)
             shown_h, shown_w = (self.target[0], self.target[1]) if self.display.transpose else self.target[::-1]
             self.frames = np.empty((self.count, shown_h, shown_w, 3), np.uint8)
         if self._scaler is None:

@@ -30,6 +30,30 @@ def resize_dims(width: int, height: int, size: int) -> tuple[int, int]:
     return max(size, int(size * width / height)), size
 
 
+def fit_dims(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after scaling the longest side to ``size``, aspect kept (at least 1 pixel):
+    the picture inside LLaVA's ``expand2square`` square once that square is resized to ``size``."""
+    if width >= height:
+        return size, max(1, min(size, round(size * height / width)))
+    return max(1, min(size, round(size * width / height))), size
+
+
+def pad_color(mean: Sequence[float]) -> tuple[int, int, int]:
+    """LLaVA's padding colour: ``tuple(int(x * 255) for x in image_processor.image_mean)``."""
+    return tuple(int(x * 255) for x in mean)  # type: ignore[return-value]
+
+
+def pad_chw(frames: np.ndarray, size: int, color: Sequence[int]) -> np.ndarray:
+    """Centre uint8 ``[F, H, W, 3]`` frames (``H, W <= size``) on ``size x size`` squares of ``color``:
+    channel-first uint8 ``[F, 3, size, size]`` (LLaVA's expand2square, after the resize)."""
+    count, height, width, _ = frames.shape
+    out = np.empty((count, 3, size, size), np.uint8)
+    out[:] = np.asarray(color, np.uint8).reshape(1, 3, 1, 1)
+    top, left = (size - height) // 2, (size - width) // 2
+    out[:, :, top:top + height, left:left + width] = frames.transpose(0, 3, 1, 2)
+    return out
+
+
 def center_crop_offsets(width: int, height: int, size: int) -> tuple[int, int]:
     """(top, left) of the centred ``size x size`` window (``transformers``' ``center_crop``)."""
     return (height - size) // 2, (width - size) // 2

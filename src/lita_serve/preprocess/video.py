@@ -25,10 +25,10 @@ from typing import Sequence
 
 import numpy as np
 
-from lita_serve.config import LitaConfig
+from lita_serve.config import IMAGE_ASPECT_RATIOS, LitaConfig
 from lita_serve.errors import InvalidInputError, LimitExceededError, VideoDecodeError
 from lita_serve.preprocess.frame_decode import BACKENDS, available_backends
-from lita_serve.preprocess.frame_sampling import crop_and_normalize, crop_chw
+from lita_serve.preprocess.frame_sampling import crop_chw, normalize_chw, pad_chw, pad_color
 from lita_serve.preprocess.probe import probe_video
 from lita_serve.preprocess.source import VideoInput, VideoSource, load_source
 from lita_serve.preprocess.timeline import Timeline
@@ -108,6 +108,7 @@ def sample_video(
     num_threads: int = 0,
     backend: str = "auto",
     normalize: bool = True,
+    image_aspect_ratio: str = "square",
 ) -> SampledVideo:
     """Decode ``num_frames`` frames uniformly spread over ``source`` into CLIP's input format.
 
@@ -115,7 +116,13 @@ def sample_video(
     ``S = image_size``. Raises :class:`VideoDecodeError` for anything that is not a decodable
     video and :class:`LimitExceededError` when ``max_bytes``/``max_duration_s``/``max_frames``
     is exceeded. ``backend`` is ``"auto"`` (decord when installed), ``"decord"`` or ``"pyav"``.
+    ``image_aspect_ratio`` ``"square"`` crops the centre of frames scaled to cover the square;
+    ``"pad"`` scales them to fit inside it and pads with the mean colour (LLaVA's expand2square).
     """
+    if image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+        raise InvalidInputError(f"image_aspect_ratio must be one of {list(IMAGE_ASPECT_RATIOS)}, "
+                                f"got {image_aspect_ratio!r}")
+    pad = image_aspect_ratio == "pad"
     _check_request(num_frames, image_size, max_frames)
     src: VideoSource = load_source(source, max_bytes)
     info = probe_video(src)
@@ -132,11 +139,13 @@ def sample_video(
         check_timing(src.label, timeline, max_duration_s)
         return timeline.sample(num_frames)
 
-    decoded = BACKENDS[_pick_backend(backend)](src, plan, image_size, num_threads)
-    if normalize:
-        frames = crop_and_normalize(decoded.frames, image_size, mean, std)  # float32 [F, 3, S, S]
+    decoded = BACKENDS[_pick_backend(backend)](src, plan, image_size, num_threads, pad)
+    if pad:
+        frames = pad_chw(decoded.frames, image_size, pad_color(mean))  # uint8 [F, 3, S, S]
     else:
-        frames = crop_chw(decoded.frames, image_size)  # uint8 [F, 3, S, S], normalised by the encoder
+        frames = crop_chw(decoded.frames, image_size)  # uint8 [F, 3, S, S]
+    if normalize:
+        frames = normalize_chw(frames, mean, std)  # float32 [F, 3, S, S]; else the encoder normalises
     return SampledVideo(
         frames=frames,
         duration=decoded.timeline.duration,
@@ -166,5 +175,6 @@ def sample_video_for(source: VideoInput, cfg: LitaConfig, **kwargs) -> SampledVi
         max_bytes=cfg.limits.max_video_bytes,
         max_duration_s=cfg.limits.max_duration_s,
         max_frames=cfg.limits.max_frames,
+        image_aspect_ratio=cfg.lita.image_aspect_ratio,
         **kwargs,
     )
