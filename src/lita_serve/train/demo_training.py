@@ -46,12 +46,12 @@ from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_se
 from lita_serve.data.looks import TRAINING_FAMILIES
 from lita_serve.data.synthetic import VideoSpec
 from lita_serve.train.dataset import (
-    SampledClip, cache_features, localization_examples, localization_items, make_split, sample_split,
+    SampledClip, cache_features, draw_specs, localization_examples, localization_items, make_split, sample_split,
     tokenizer_texts, with_vocab,
 )
 from lita_serve.train.loop import TrainSettings, train
 from lita_serve.train.position_init import init_position_head
-from lita_serve.train.tower import TowerSettings, collect_frames, pretrain_tower, probe_accuracy
+from lita_serve.train.tower import TowerSettings, collect_frames, pretrain_tower, probe_accuracy, rendered_frames
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,10 @@ DEFAULT_TRAIN_VIDEOS = 1500
 DEFAULT_EVAL_VIDEOS = 60  # ~2 events each: >= 100 held-out questions
 TOWER_VIDEOS = 600  # training videos whose frames pretrain the vision tower
 TOWER_FRAMES_PER_VIDEO = 25
-TOWER_STEPS = 3000  # about 3 minutes on one thread; a fixed count keeps the stage deterministic
+TOWER_RENDERED_VIDEOS = 6000  # further videos, drawn but not encoded, whose frames pretrain the tower
+TOWER_RENDERED_FRAMES = 10
+TOWER_SEED_OFFSET = 2_000_003  # their own seed stream: none of them is a training or held-out video
+TOWER_STEPS = 6000  # a fixed count keeps the stage deterministic
 DECODER_STEPS = 2800  # about 27 minutes on one thread; the time budget only caps slower machines
 DEFAULT_MAX_MINUTES = 60.0  # cap on the two training stages together: the step counts end them here
 DEFAULT_THREADS = 1  # one thread: on two cores shared with other work, two threads run several times slower
@@ -148,7 +151,10 @@ def _save(model: LitaModel, tokenizer_path: Path, tokenizer: LitaTokenizer, out_
 def _pretrain_tower(model: LitaModel, specs: list[VideoSpec], cfg: LitaConfig, seed: int, seconds: float,
                     printer: Callable[[str], None] | None) -> dict[str, Any]:
     """Pretrain the vision tower on frames of the first training videos; returns its manifest entry."""
-    frames, labels = collect_frames(specs[:TOWER_VIDEOS], cfg, TOWER_FRAMES_PER_VIDEO)  # [N,3,S,S], [N,K]
+    encoded = collect_frames(specs[:TOWER_VIDEOS], cfg, TOWER_FRAMES_PER_VIDEO)  # [N,3,S,S], [N,K]
+    drawn = rendered_frames(draw_specs(TOWER_RENDERED_VIDEOS, seed + TOWER_SEED_OFFSET, looks=TRAINING_FAMILIES),
+                            cfg, TOWER_RENDERED_FRAMES)
+    frames, labels = torch.cat([encoded[0], drawn[0]]), torch.cat([encoded[1], drawn[1]])
     tower = model.encoder.vision_tower
     before = probe_accuracy(tower, frames, labels)
     result = pretrain_tower(tower, frames, labels, TowerSettings(seed=seed, max_steps=TOWER_STEPS, max_seconds=seconds),

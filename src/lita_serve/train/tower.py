@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lita_serve.config import LitaConfig
-from lita_serve.data.synthetic import COLORS, SHAPES, VideoSpec
+from lita_serve.data.synthetic import COLORS, SHAPES, VideoSpec, render_frame
 from lita_serve.vision_encoder.clip import CLIPVisionTower
 from lita_serve.errors import InvalidInputError
+from lita_serve.preprocess.frame_sampling import crop_and_normalize
 from lita_serve.preprocess.video import sample_video_for
 from lita_serve.train.dataset import sampled_frame_times
 from lita_serve.train.loop import TrainResult, deterministic_algorithms
@@ -80,6 +81,35 @@ def collect_frames(specs: Sequence[VideoSpec], cfg: LitaConfig, frames_per_video
         frames.append(torch.from_numpy(video.frames[keep]))
         labels.append(torch.from_numpy(visible_names(spec, times[keep])))
     return torch.cat(frames), torch.cat(labels)
+
+
+def rendered_frames(specs: Sequence[VideoSpec], cfg: LitaConfig, frames_per_video: int) -> tuple[Tensor, Tensor]:
+    """Draw (not encode) ``frames_per_video`` evenly spaced frames of each spec, as the server would see them.
+
+    Each frame goes through 4:2:0 chroma and the decoder's bicubic shrink (shortest side to the
+    tower's size, then the centre crop), like a decoded frame without the codec's losses. Drawing
+    is cheap, so the tower sees thousands of looks instead of the few hundred encoded videos.
+    Returns frames [N, 3, S, S] float32 (CLIP-normalised) and labels [N, len(NAMES)].
+    """
+    size = cfg.vision.image_size
+    frames, labels = [], []
+    for spec in specs:
+        picks = np.unique(np.round(np.linspace(0, spec.num_frames - 1, frames_per_video)).astype(np.int64))
+        shown = np.stack([_as_decoded(render_frame(spec, int(i)), size) for i in picks])  # [F, H', W', 3]
+        frames.append(torch.from_numpy(crop_and_normalize(shown, size, cfg.vision.image_mean, cfg.vision.image_std)))
+        labels.append(torch.from_numpy(visible_names(spec, picks / spec.fps)))
+    return torch.cat(frames), torch.cat(labels)
+
+
+def _as_decoded(rgb: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> 4:2:0 -> RGB with the shortest side ``size`` (bicubic, as the decoder shrinks)."""
+    import av  # noqa: PLC0415
+
+    height, width = rgb.shape[:2]
+    scale = size / min(width, height)
+    target_w, target_h = max(size, round(width * scale)), max(size, round(height * scale))
+    yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    return yuv.reformat(width=target_w, height=target_h, format="rgb24", interpolation="BICUBIC").to_ndarray()
 
 
 def pooled_logits(tower: CLIPVisionTower, head: torch.nn.Linear, frames: Tensor) -> Tensor:
