@@ -235,7 +235,7 @@ def _add_train_demo(sub) -> None:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="cap on the training stages (default: generous; the fixed step counts end them)")
     p.add_argument("--threads", type=int, default=None,
-                   help="intra-op threads (default: one); part of what makes a run reproducible")
+                   help="intra-op threads (default: two, as the shipped model); part of what makes a run reproducible")
     p.set_defaults(func=cmd_train_demo)
 
 

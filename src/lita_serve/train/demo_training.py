@@ -5,7 +5,8 @@ seen in training), drawn in the training look families of :mod:`lita_serve.data.
 and coloured backgrounds, gradients, textures, moving stripes/bars/test cards, brightness
 swings, camera noise and blur), so that the model learns the shapes rather than one background; train a tiny SentencePiece model on the prompts and convert it for LITA 1.0
 (``<t0>..<t99>``); pretrain the vision tower on what is on screen in frames of the training
-videos (:mod:`lita_serve.train.tower`, standing in for CLIP's pretraining) and freeze it; cache
+videos and of 6000 further videos that are drawn but not encoded (thousands of looks, cheaply;
+:mod:`lita_serve.train.tower`, standing in for CLIP's pretraining) and freeze it; cache
 its pooled features of every training video (decoded once); install the position-aware
 initialisation (:mod:`lita_serve.train.position_init`); train projector + decoder with AdamW on
 "When does X appear?" -> "<ta> <tb>" plus the auxiliary losses of :mod:`lita_serve.train.loop`
@@ -70,9 +71,9 @@ TOWER_RENDERED_VIDEOS = 6000  # further videos, drawn but not encoded, whose fra
 TOWER_RENDERED_FRAMES = 10
 TOWER_SEED_OFFSET = 2_000_003  # their own seed stream: none of them is a training or held-out video
 TOWER_STEPS = 6000  # a fixed count keeps the stage deterministic
-DECODER_STEPS = 2800  # about 27 minutes on one thread; the time budget only caps slower machines
+DECODER_STEPS = 2800  # the time budget only caps slower machines
 DEFAULT_MAX_MINUTES = 60.0  # cap on the two training stages together: the step counts end them here
-DEFAULT_THREADS = 1  # one thread: on two cores shared with other work, two threads run several times slower
+DEFAULT_THREADS = 2  # the shipped model was trained on two threads; the count is part of what makes a run reproducible
 REGENERATE_COMMAND = "python -m lita_serve.train.demo_training --out assets/demo --seed {seed}"
 
 
