@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lita_serve.data.looks import HELDOUT_FAMILIES, LOOK_FAMILIES, TRAINING_FAMILIES, Look, random_look
-from lita_serve.data.synthetic import COLORS, Event, VideoSpec, encode_spec, event_mask, random_video_spec, render_frame
+from lita_serve.data.synthetic import BACKGROUNDS, COLORS, Event, VideoSpec, encode_spec, event_mask, random_video_spec, render_frame
 from lita_serve.train.dataset import draw_specs
 
 
@@ -39,6 +39,17 @@ def test_looks_vary_and_are_reproducible():
         assert standing_out == 0 or all(s.look.contrasts_with(COLORS[e.color]) for e in s.events)
     assert sum(s.look.contrasts_with(COLORS[e.color]) for s in specs for e in s.events) > 0.9 * sum(
         len(s.events) for s in specs)
+
+
+def test_a_classic_share_keeps_some_videos_in_the_classic_look():
+    specs = draw_specs(400, seed=5, looks=TRAINING_FAMILIES, classic_share=0.2)
+    assert specs == draw_specs(400, seed=5, looks=TRAINING_FAMILIES, classic_share=0.2)
+    classic = [s for s in specs if s.look is None]
+    assert 0.14 < len(classic) / len(specs) < 0.26
+    assert {s.background for s in classic} <= set(BACKGROUNDS)  # the generator's dark grey backgrounds
+    # share 0 draws nothing extra: earlier splits (the evaluation's) keep their videos
+    assert draw_specs(50, seed=5, looks=TRAINING_FAMILIES, classic_share=0.0) == draw_specs(
+        50, seed=5, looks=TRAINING_FAMILIES)
 
 
 def test_frames_are_deterministic_and_moving_patterns_move():

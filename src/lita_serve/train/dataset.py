@@ -80,16 +80,17 @@ def make_split(out_dir: Path, count: int, seed: int, *,
                resolutions: tuple[tuple[int, int], ...] = DEMO_RESOLUTIONS,
                duration_range: tuple[float, float] = DEMO_DURATION_RANGE,
                fps_range: tuple[int, int] = DEMO_FPS_RANGE,
-               looks: tuple[str, ...] | None = None) -> list[VideoSpec]:
+               looks: tuple[str, ...] | None = None, classic_share: float = 0.0) -> list[VideoSpec]:
     """Encode ``count`` random event videos (1-3 events each) into ``out_dir``; returns their specs.
 
     ``looks`` names the look families (:mod:`lita_serve.data.looks`) the videos are drawn in;
-    None keeps the classic dark grey plain/noise background.
+    None keeps the classic dark grey plain/noise background. With ``looks``, a ``classic_share``
+    of the videos (drawn per video) still gets the classic background.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = draw_specs(count, seed, resolutions=resolutions, duration_range=duration_range, fps_range=fps_range,
-                       looks=looks)
+                       looks=looks, classic_share=classic_share)
     return [encode_spec(spec, out_dir / f"video_{seed}_{i:05d}.mp4") for i, spec in enumerate(specs)]
 
 
@@ -97,11 +98,18 @@ def draw_specs(count: int, seed: int, *,
                resolutions: tuple[tuple[int, int], ...] = DEMO_RESOLUTIONS,
                duration_range: tuple[float, float] = DEMO_DURATION_RANGE,
                fps_range: tuple[int, int] = DEMO_FPS_RANGE,
-               looks: tuple[str, ...] | None = None) -> list[VideoSpec]:
-    """The specs :func:`make_split` encodes for the same arguments, without encoding anything."""
+               looks: tuple[str, ...] | None = None, classic_share: float = 0.0) -> list[VideoSpec]:
+    """The specs :func:`make_split` encodes for the same arguments, without encoding anything.
+
+    ``classic_share`` 0 draws nothing extra, so the streams of earlier splits stay as they were.
+    """
     rng = np.random.default_rng(seed)
+
+    def looks_of_next() -> tuple[str, ...] | None:
+        return None if looks is not None and classic_share > 0 and rng.random() < classic_share else looks
+
     return [random_video_spec(rng, duration_range=duration_range, fps_range=fps_range, resolutions=resolutions,
-                              looks=looks) for _ in range(count)]
+                              looks=looks_of_next()) for _ in range(count)]
 
 
 def sample_split(specs: list[VideoSpec], cfg: LitaConfig) -> list[SampledClip]:

@@ -70,6 +70,7 @@ TOWER_FRAMES_PER_VIDEO = 25
 TOWER_RENDERED_VIDEOS = 6000  # further videos, drawn but not encoded, whose frames pretrain the tower
 TOWER_RENDERED_FRAMES = 10
 TOWER_SEED_OFFSET = 2_000_003  # their own seed stream: none of them is a training or held-out video
+CLASSIC_SHARE = 0.2  # training videos kept in the generator's classic dark grey look (the demo video's)
 TOWER_STEPS = 6000  # a fixed count keeps the stage deterministic
 DECODER_STEPS = 2800  # the time budget only caps slower machines
 DEFAULT_MAX_MINUTES = 60.0  # cap on the two training stages together: the step counts end them here
@@ -199,8 +200,9 @@ def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, e
     with tempfile.TemporaryDirectory(prefix="lita-train-demo-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
-        train_specs = make_split(work / "train", num_videos, seed, looks=TRAINING_FAMILIES)
-        eval_specs = make_split(work / "heldout", eval_videos, seed + EVAL_SEED_OFFSET, looks=TRAINING_FAMILIES)
+        train_specs = make_split(work / "train", num_videos, seed, looks=TRAINING_FAMILIES, classic_share=CLASSIC_SHARE)
+        eval_specs = make_split(work / "heldout", eval_videos, seed + EVAL_SEED_OFFSET, looks=TRAINING_FAMILIES,
+                                classic_share=CLASSIC_SHARE)
         _say({"phase": "videos", "seconds": round(time.perf_counter() - start, 1)}, printer)
         tokenizer_path = build_tokenizer(train_specs, work, base_cfg.lita.lita_version, base_cfg.lita.num_time_tokens)
         tokenizer = LitaTokenizer.from_file(tokenizer_path, base_cfg.lita.num_time_tokens)
@@ -224,7 +226,7 @@ def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, e
         report = evaluate_clips(served, tokenizer, sample_split(eval_specs, cfg), seed=seed)
     manifest = {
         "seed": seed, "command": regenerate_command(seed, preset), "preset": preset, "train_videos": num_videos, "heldout_videos": eval_videos,
-        "train_looks": list(TRAINING_FAMILIES), "train_examples": len(examples), "tower": tower, "steps": result.steps, "stopped_by": result.stopped_by,
+        "train_looks": list(TRAINING_FAMILIES), "classic_share": CLASSIC_SHARE, "train_examples": len(examples), "tower": tower, "steps": result.steps, "stopped_by": result.stopped_by,
         "train_wall_s": round(tower["wall_s"] + result.wall_s, 1), "final_loss": round(sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), 4),
         "heldout": {**report_metrics(report), **boundary_bin_accuracy(report, cfg.lita.num_time_tokens)},
         "summary": report.summary_line(),
