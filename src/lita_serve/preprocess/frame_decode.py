@@ -22,7 +22,10 @@ Every decoder failure becomes a :class:`VideoDecodeError`; nothing from decord e
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
@@ -49,6 +52,7 @@ class DecodedFrames:
     fps: float  # the stream's average frame rate (0.0 when it does not say)
     decoded_frames: int = 0  # frames the decoder produced, wanted or not (PyAV; 0 where the backend does not say)
     total_packets: int = 0  # the stream's packets (PyAV; 0 where the backend does not say)
+    decoders: int = 1  # decoders that ran side by side, one thread each when more than one (PyAV)
 
 
 PlanFn = Callable[[Timeline], np.ndarray]  # the stream's timeline -> display indices to decode; may raise
@@ -163,6 +167,11 @@ def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: in
     (:func:`lita_serve.preprocess.packets.PacketLayout.needed_packets`): GOPs without a wanted
     frame are skipped and so are non-reference H.264 frames that are not wanted. The result is
     exactly the frames a full sequential decode gives. Only the wanted frames are converted.
+
+    ``num_threads`` (0: every core this process may use) is how many threads the decode may
+    take. When the needed GOPs hold at least two places where a fresh decoder is exact
+    (:meth:`~lita_serve.preprocess.packets.PacketLayout.independent_runs`), they are shared out
+    among that many single-threaded decoders; otherwise one decoder uses FFmpeg's frame threads.
     """
     import av  # noqa: PLC0415
 
@@ -175,9 +184,6 @@ def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: in
         codec = stream.codec_context
         if codec is None:
             raise VideoDecodeError(f"{src.label} uses a video codec this server cannot decode")
-        stream.thread_type = "AUTO"
-        if num_threads:
-            codec.thread_count = num_threads
         try:
             packets = [p for p in container.demux(stream) if p.size]
         except Exception as exc:  # noqa: BLE001
@@ -190,13 +196,25 @@ def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: in
         timeline = _packet_timeline(packets, layout, stream.time_base, fps)
         indices = plan(timeline)
         out = _Frames(len(indices), image_size, codec.sample_aspect_ratio, fit)
-        made = _decode_selected(codec, packets, layout, indices, out, src)
+        slots = _slots(indices)
+        runs = layout.independent_runs(set(slots))
+        workers = min(len(runs), decode_threads(num_threads))
+        if workers > 1:
+            shares = _shares(runs, packets, workers)
+            workers = len(shares)
+        if workers > 1:  # one single-threaded decoder per share of the runs, in parallel
+            made = _decode_parallel(src, packets, layout, shares, slots, out)
+        else:  # one decoder through the whole stream, with FFmpeg's frame threads
+            stream.thread_type = "AUTO"
+            if num_threads:
+                codec.thread_count = num_threads
+            made = _decode_selected(codec, packets, layout, layout.needed_packets(set(slots)), slots, out, src)
     if out.filled < len(indices):
         raise VideoDecodeError(
             f"{src.label} is truncated or corrupt: decoded fewer frames than its {len(packets)} packets"
         )
     return DecodedFrames(frames=out.frames, indices=indices, timeline=timeline, fps=fps, decoded_frames=made,
-                         total_packets=len(packets))
+                         total_packets=len(packets), decoders=workers)
 
 
 def _packet_timeline(packets, layout: PacketLayout, time_base: Fraction | None, fps: float) -> Timeline:
@@ -209,7 +227,11 @@ def _packet_timeline(packets, layout: PacketLayout, time_base: Fraction | None, 
 
 
 class _Frames:
-    """The output frames, sized once the first decoded frame says how it is shown."""
+    """The output frames, sized once the first decoded frame says how it is shown.
+
+    Safe to fill from several decoding threads: each thread converts with its own swscale
+    context (one per thread, reused for all its frames) and writes its own slots.
+    """
 
     def __init__(self, count: int, image_size: int, sample_aspect: Fraction | None, fit: bool = False) -> None:
         self.count, self.image_size, self.sample_aspect, self.fit = count, image_size, sample_aspect, fit
@@ -217,43 +239,119 @@ class _Frames:
         self.display: Display | None = None
         self.target = (image_size, image_size)
         self.filled = 0
-        self._scaler = None  # one swscale context for every frame (same size and format throughout)
+        self._lock = threading.Lock()
+        self._local = threading.local()  # .scaler: this thread's swscale context
 
     def put(self, frame, slots: list[int]) -> None:
-        if self.display is None:  # every frame of a stream is shown the same way
-            self.display = frame_display(frame, self.sample_aspect)
-            self.target = self.display.stored_target(frame.width, frame.height, self.image_size, self.fit)
-            shown_h, shown_w = (self.target[0], self.target[1]) if self.display.transpose else self.target[::-1]
-            self.frames = np.empty((self.count, shown_h, shown_w, 3), np.uint8)
-        if self._scaler is None:
+        with self._lock:
+            if self.display is None:  # every frame of a stream is shown the same way
+                display = frame_display(frame, self.sample_aspect)
+                self.target = display.stored_target(frame.width, frame.height, self.image_size, self.fit)
+                shown_h, shown_w = (self.target[0], self.target[1]) if display.transpose else self.target[::-1]
+                self.frames = np.empty((self.count, shown_h, shown_w, 3), np.uint8)
+                self.display = display
+        scaler = getattr(self._local, "scaler", None)
+        if scaler is None:
             from av.video.reformatter import VideoReformatter  # noqa: PLC0415
 
-            self._scaler = VideoReformatter()
+            scaler = self._local.scaler = VideoReformatter()
         width, height = self.target
         # Colour conversion and the shrink in one swscale call, only for the wanted frames.
-        rgb = self._scaler.reformat(frame, width=width, height=height, format="rgb24",
-                                    interpolation="BICUBIC").to_ndarray()  # [H', W', 3] stored orientation
+        rgb = scaler.reformat(frame, width=width, height=height, format="rgb24",
+                              interpolation="BICUBIC").to_ndarray()  # [H', W', 3] stored orientation
         shown = self.display.orient(rgb)  # [H', W', 3] as a player shows it
         for slot in slots:
             self.frames[slot] = shown
-        self.filled += len(slots)
+        with self._lock:
+            self.filled += len(slots)
 
 
-def _decode_selected(codec, packets, layout: PacketLayout, indices: np.ndarray, out: _Frames,
-                     src: VideoSource) -> int:
-    """Feed the needed packets to ``codec``; put the wanted frames into ``out``; -> frames decoded.
+def decode_threads(num_threads: int = 0) -> int:
+    """Threads one decode may use: ``num_threads``, or (0) the cores this process may run on."""
+    if num_threads > 0:
+        return num_threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _slots(indices: np.ndarray) -> dict[int, list[int]]:
+    """Display index -> the output slots that show it (a frame may be sampled twice)."""
+    slots: dict[int, list[int]] = {}
+    for slot, idx in enumerate(indices.tolist()):
+        slots.setdefault(idx, []).append(slot)
+    return slots
+
+
+def _shares(runs: list[list[int]], packets, workers: int) -> list[list[int]]:
+    """Cut the runs, in order, into at most ``workers`` shares whose largest holds the fewest coded bytes.
+
+    Coded bytes stand in for decoding work. Each share keeps whole runs, so it starts where a
+    fresh decoder is exact. The smallest feasible largest share is found by bisection; packing
+    greedily under it gives the shares (possibly fewer than ``workers`` when that is as fast).
+    """
+    sizes = [sum(packets[pos].size for pos in run) for run in runs]
+
+    def pack(cap: int) -> list[list[int]]:
+        shares: list[list[int]] = [[]]
+        load = 0
+        for run, size in zip(runs, sizes):
+            if shares[-1] and load + size > cap:
+                shares.append([])
+                load = 0
+            shares[-1] += run
+            load += size
+        return shares
+
+    lo, hi = max(sizes), sum(sizes)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(pack(mid)) <= workers:
+            hi = mid
+        else:
+            lo = mid + 1
+    return pack(lo)
+
+
+def _decode_parallel(src: VideoSource, packets, layout: PacketLayout, shares: list[list[int]],
+                     slots: dict[int, list[int]], out: _Frames) -> int:
+    """Decode each share on its own thread with its own single-threaded decoder; -> frames decoded.
+
+    One decoder per thread costs less CPU than FFmpeg's frame threads on the same cores (no
+    hand-over between threads, no waiting on a reference another thread is still decoding), and
+    the shares start at fresh starts, so every frame is what one decoder gives. PyAV lets go of
+    the GIL while FFmpeg decodes and converts.
+    """
+    import av  # noqa: PLC0415
+
+    def work(share: list[int]) -> int:
+        wanted = {layout.display[pos]: slots[layout.display[pos]] for pos in share if layout.display[pos] in slots}
+        try:
+            container = av.open(src.open_stream(), mode="r")  # its own decoder, set up from the same stream
+        except Exception as exc:  # noqa: BLE001
+            raise _open_failure(src, exc) from None
+        with container:
+            codec = container.streams.video[0].codec_context
+            codec.thread_count = 1
+            return _decode_selected(codec, packets, layout, share, wanted, out, src)
+
+    with ThreadPoolExecutor(max_workers=len(shares), thread_name_prefix="lita-decode") as pool:
+        return sum(pool.map(work, shares))
+
+
+def _decode_selected(codec, packets, layout: PacketLayout, positions: list[int], slots: dict[int, list[int]],
+                     out: _Frames, src: VideoSource) -> int:
+    """Feed ``packets[positions]`` to ``codec``; put the frames ``slots`` wants into ``out``; -> frames decoded.
 
     Where the decoder can tell non-reference frames itself (:data:`DECODER_DROPS_NONREF`), every
     packet that is not a wanted frame goes in with ``skip_frame = NONREF`` and a wanted one with
     ``DEFAULT``: a dropped frame is one nothing refers to, so the others decode exactly as in a
     full decode. With frame threading the setting is taken when a packet is submitted
     (libavcodec/pthread_frame.c, update_context_from_user), so it applies per packet.
+    ``slots`` is emptied as the frames arrive.
     """
     drop_nonref = codec.name in DECODER_DROPS_NONREF
-    slots: dict[int, list[int]] = {}
-    for slot, idx in enumerate(indices.tolist()):
-        slots.setdefault(idx, []).append(slot)
-
     made = 0
 
     def store(frame) -> None:
@@ -265,7 +363,7 @@ def _decode_selected(codec, packets, layout: PacketLayout, indices: np.ndarray, 
 
     skipping = None
     try:
-        for pos in layout.needed_packets(set(slots)):
+        for pos in positions:
             if drop_nonref:
                 skip = "DEFAULT" if layout.display[pos] in slots else "NONREF"
                 if skip != skipping:

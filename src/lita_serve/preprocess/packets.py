@@ -18,7 +18,7 @@ decoder then drops the non-reference frames it recognises itself
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 _VCL_NAL_TYPES = frozenset(range(1, 6))  # H.264 coded slices (1..5, 5 = IDR)
@@ -96,6 +96,7 @@ class PacketLayout:
     reference: list[bool]  # False for frames nothing refers to
     pts_to_index: dict[int, int]
     timestamps_usable: bool = True  # False: missing or repeated pts, decode order is display order
+    fresh_start: list[bool] = field(default_factory=list)  # a decoder may start here and match a full decode
 
     @classmethod
     def of(cls, packets: Sequence, codec_name: str, extradata: bytes | None) -> "PacketLayout":
@@ -111,23 +112,44 @@ class PacketLayout:
             display[pos] = rank
         reference = _references(packets, codec_name, extradata) if usable else [True] * len(packets)
         keys = [bool(p.is_keyframe) and usable for p in packets]
-        return cls(display, _clean_keys(keys, pts), reference, {t: display[i] for i, t in enumerate(pts)}, usable)
+        clean = _clean_keys(keys, pts)
+        fresh = _fresh_starts(packets, clean, codec_name, extradata)
+        return cls(display, clean, reference, {t: display[i] for i, t in enumerate(pts)}, usable, fresh)
 
     def display_index(self, pts: int | None) -> int:
         return self.pts_to_index.get(pts, -1) if pts is not None else -1
 
     def needed_packets(self, wanted: set[int]) -> list[int]:
         """Decode positions to feed the decoder, in order, for the ``wanted`` display indices."""
+        return [pos for gop in self.needed_gops(wanted) for pos in gop]
+
+    def needed_gops(self, wanted: set[int]) -> list[list[int]]:
+        """:meth:`needed_packets` cut at the clean GOP starts: one list per GOP that holds a wanted frame."""
         n = len(self.display)
         starts = [i for i in range(n) if i == 0 or self.clean_key[i]]
-        bounds = list(zip(starts, starts[1:] + [n]))
-        needed: list[int] = []
-        for lo, hi in bounds:
+        gops: list[list[int]] = []
+        for lo, hi in zip(starts, starts[1:] + [n]):
             last = max((i for i in range(lo, hi) if self.display[i] in wanted), default=-1)
             if last < 0:
                 continue  # no wanted frame in this GOP
-            needed += [i for i in range(lo, last + 1) if self.reference[i] or self.display[i] in wanted]
-        return needed
+            gops.append([i for i in range(lo, last + 1) if self.reference[i] or self.display[i] in wanted])
+        return gops
+
+    def independent_runs(self, wanted: set[int]) -> list[list[int]]:
+        """:meth:`needed_gops` grouped so that each group can go to a decoder of its own.
+
+        A new group starts at a GOP whose first packet is a :attr:`fresh_start`: a decoder that
+        begins there knows nothing a full decode would know at that point (an H.264 IDR, an HEVC
+        random-access picture without leading pictures, a VP8/VP9 keyframe all reset the decoder's
+        references and, for VP8/VP9, its probabilities). Other GOPs stay with the group before.
+        """
+        runs: list[list[int]] = []
+        for gop in self.needed_gops(wanted):
+            if runs and not self.fresh_start[gop[0]]:
+                runs[-1] += gop
+            else:
+                runs.append(list(gop))
+        return runs
 
 
 def _references(packets: Sequence, codec_name: str, extradata: bytes | None) -> list[bool]:
@@ -137,6 +159,31 @@ def _references(packets: Sequence, codec_name: str, extradata: bytes | None) -> 
         return hevc_references([bytes(p) for p in packets], hevc_size)
     size = avcc_length_size(codec_name, extradata)
     return [is_reference(bytes(p), size) for p in packets]
+
+
+def _fresh_starts(packets: Sequence, clean: list[bool], codec_name: str, extradata: bytes | None) -> list[bool]:
+    """Clean keyframes where a new decoder gives what a full decode gives (see ``independent_runs``).
+
+    H.264 (avcC): the packet holds an IDR slice (NAL type 5), which empties the reference list
+    (H.264 section 8.2.5.1). HEVC (hvcC): an IRAP picture (NAL types 16..21) that starts a clean
+    GOP, so it has no leading pictures; no later picture refers past it (H.265 section 8.3.2).
+    VP8 and VP9: a keyframe refreshes every reference buffer and resets the probability
+    contexts. Everything else: nowhere, so one decoder takes the stream from start to end.
+    """
+    fresh = [False] * len(packets)
+    avcc = avcc_length_size(codec_name, extradata)
+    hvcc = hvcc_length_size(codec_name, extradata)
+    for i, p in enumerate(packets):
+        if not clean[i]:
+            continue
+        if codec_name in ("vp8", "vp9"):
+            fresh[i] = True
+        elif avcc is not None or hvcc is not None:
+            units = _nal_units(memoryview(bytes(p)), avcc or hvcc)
+            if units:
+                types = [first & 0x1F for first, _ in units] if avcc else [(first >> 1) & 0x3F for first, _ in units]
+                fresh[i] = (5 in types) if avcc else any(16 <= t <= 21 for t in types)
+    return fresh
 
 
 def _clean_keys(keys: list[bool], pts: list[int]) -> list[bool]:
