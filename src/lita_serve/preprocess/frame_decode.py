@@ -11,7 +11,9 @@ which the caller's plan picks the frames by time (:mod:`lita_serve.preprocess.ti
   sent, :mod:`lita_serve.preprocess.packets`; the decoder itself drops the unwanted
   non-reference frames of the codecs in :data:`DECODER_DROPS_NONREF`), and only the wanted
   frames are converted and shrunk (bicubic, one swscale call each) — exact frames, about half
-  the decoding work on typical H.264;
+  the decoding work on typical H.264. When the needed GOPs start at IDR frames (VP8/VP9:
+  keyframes), they are shared out among single-threaded decoders running side by side, which
+  costs less CPU than FFmpeg's frame threads and uses the same cores;
 * decord: seeks to the wanted frames and lets ffmpeg's scaler (bicubic) shrink them while
   decoding, but converts every decoded frame. It knows nothing of display matrices, so
   files a player would rotate, flip or stretch go to PyAV instead.
