@@ -199,12 +199,8 @@ def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: in
         indices = plan(timeline)
         out = _Frames(len(indices), image_size, codec.sample_aspect_ratio, fit)
         slots = _slots(indices)
-        runs = layout.independent_runs(set(slots))
-        workers = min(len(runs), decode_threads(num_threads))
-        if workers > 1:
-            shares = _shares(runs, packets, workers)
-            workers = len(shares)
-        if workers > 1:  # one single-threaded decoder per share of the runs, in parallel
+        shares = _shares(layout.independent_runs(set(slots)), packets, decode_threads(num_threads))
+        if len(shares) > 1:  # one single-threaded decoder per share of the runs, in parallel
             made = _decode_parallel(src, packets, layout, shares, slots, out)
         else:  # one decoder through the whole stream, with FFmpeg's frame threads
             stream.thread_type = "AUTO"
@@ -216,7 +212,7 @@ def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: in
             f"{src.label} is truncated or corrupt: decoded fewer frames than its {len(packets)} packets"
         )
     return DecodedFrames(frames=out.frames, indices=indices, timeline=timeline, fps=fps, decoded_frames=made,
-                         total_packets=len(packets), decoders=workers)
+                         total_packets=len(packets), decoders=len(shares))
 
 
 def _packet_timeline(packets, layout: PacketLayout, time_base: Fraction | None, fps: float) -> Timeline:
@@ -293,6 +289,8 @@ def _shares(runs: list[list[int]], packets, workers: int) -> list[list[int]]:
     fresh decoder is exact. The smallest feasible largest share is found by bisection; packing
     greedily under it gives the shares (possibly fewer than ``workers`` when that is as fast).
     """
+    if not runs:
+        return []
     sizes = [sum(packets[pos].size for pos in run) for run in runs]
 
     def pack(cap: int) -> list[list[int]]:

@@ -178,11 +178,10 @@ def _fresh_starts(packets: Sequence, clean: list[bool], codec_name: str, extrada
             continue
         if codec_name in ("vp8", "vp9"):
             fresh[i] = True
-        elif avcc is not None or hvcc is not None:
-            units = _nal_units(memoryview(bytes(p)), avcc or hvcc)
-            if units:
-                types = [first & 0x1F for first, _ in units] if avcc else [(first >> 1) & 0x3F for first, _ in units]
-                fresh[i] = (5 in types) if avcc else any(16 <= t <= 21 for t in types)
+        elif avcc is not None:
+            fresh[i] = any(first & 0x1F == 5 for first, _ in _nal_units(memoryview(bytes(p)), avcc) or ())
+        elif hvcc is not None:
+            fresh[i] = any(16 <= (first >> 1) & 0x3F <= 21 for first, _ in _nal_units(memoryview(bytes(p)), hvcc) or ())
     return fresh
 
 
