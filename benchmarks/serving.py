@@ -81,13 +81,13 @@ def throughput(url: str, video: bytes, levels: tuple[int, ...], window_s: float,
     """Steady-state requests/s and CPU seconds per request at each concurrency in ``levels``.
 
     Like ``perf_analyzer``'s measurement windows: ``c`` workers keep ``c`` requests in flight
-    the whole time; the window opens at the completion that follows the warm-up (every worker
-    has finished one request, so the pipeline is full) and closes at the last completion after
-    ``window_s`` seconds. Requests still in flight then finish outside the window, so neither the
-    ramp-up nor the drain, when fewer than ``c`` requests are in flight, is counted. CPU is read
-    (server process tree + this process) at both completions. A level listed twice (concurrency 1
-    first and last) pools its windows, so a host that speeds up or slows down during the run
-    moves the concurrency-1 figures (the limit) and the others alike.
+    the whole time; the window opens at the ``c``-th completion (the warm-up: the pipeline is
+    full) and closes at the first completion ``window_s`` seconds or more after that. Requests
+    still in flight then finish outside the window, so neither the ramp-up nor the drain, when
+    fewer than ``c`` requests are in flight, is counted. CPU (server process tree + this process)
+    is read at those two completions only. A level listed twice (concurrency 1 first and last)
+    pools its windows, so a host that speeds up or slows down during the run moves the
+    concurrency-1 figures (the limit) and the others alike.
     """
     from lita_client import LitaClient  # noqa: PLC0415
 
@@ -98,33 +98,32 @@ def throughput(url: str, video: bytes, levels: tuple[int, ...], window_s: float,
     windows: dict[int, list[tuple[int, float, float]]] = {}  # concurrency -> (requests, seconds, CPU s) per window
     for c in levels:
         clients = [LitaClient(url) for _ in range(c)]
-        done: list[tuple[float, float]] = []  # (time, CPU so far) at each completion
+        marks: list[tuple[int, float, float]] = []  # (completions so far, time, CPU so far): window open, close
+        completions = 0
         lock, stop = threading.Lock(), threading.Event()
         try:
-            def worker(client) -> int:
-                finished = 0
+            def worker(client) -> None:
+                nonlocal completions
                 while not stop.is_set():
-                    _ask(client, video)
-                    finished += 1
+                    try:
+                        _ask(client, video)
+                    except BaseException:
+                        stop.set()  # the other workers end too, so the failure surfaces
+                        raise
+                    now = time.perf_counter()
                     with lock:
-                        done.append((time.perf_counter(), cpu_now()))
-                return finished
+                        completions += 1
+                        if completions == c or (len(marks) == 1 and now - marks[0][1] >= window_s):
+                            marks.append((completions, now, cpu_now()))
+                            if len(marks) == 2:
+                                stop.set()
 
             _ask(clients[0], video)
             with ThreadPoolExecutor(c) as pool:
-                running = [pool.submit(worker, client) for client in clients]
-                while len(done) < c:  # warm-up: every worker finishes one request
-                    time.sleep(0.02)
-                opened = len(done) - 1
-                time.sleep(window_s)
-                while len(done) - 1 <= opened:  # at least one completion inside the window
-                    time.sleep(0.02)
-                closed = len(done) - 1
-                stop.set()
-                for job in running:
+                for job in [pool.submit(worker, client) for client in clients]:
                     job.result()
-            (t0, cpu0), (t1, cpu1) = done[opened], done[closed]
-            count, seconds, cpu = closed - opened, t1 - t0, cpu1 - cpu0
+            (n0, t0, cpu0), (n1, t1, cpu1) = marks
+            count, seconds, cpu = n1 - n0, t1 - t0, cpu1 - cpu0
             windows.setdefault(c, []).append((count, seconds, cpu))
         finally:
             for client in clients:
@@ -154,8 +153,9 @@ def throughput_limit(rate: float, concurrency: int, cpu_per_request: float, core
     ``busy_cores`` (CPU seconds per second our processes got while at ``concurrency``) says how
     much of the machine the run actually had: on a host shared with other work it is below
     ``cores``, and the percentage is then bounded by ``busy_cores / cores`` whatever the server does.
-    ``cpu_at_concurrency`` (CPU seconds per request at ``concurrency``) says why the rate can pass
-    the limit: batching in the encoder and the LLM makes a request cheaper than it is alone.
+    ``cpu_at_concurrency`` (CPU seconds per request at ``concurrency``) says why the rate is off
+    the limit: batching in the encoder and the LLM can make a request cheaper than it is alone,
+    two busy processes sharing the cores can make it dearer.
     """
     cores = cores or os.cpu_count() or 1
     limit = cores / cpu_per_request if cpu_per_request > 0 else float("nan")
