@@ -11,7 +11,9 @@ which the caller's plan picks the frames by time (:mod:`lita_serve.preprocess.ti
   sent, :mod:`lita_serve.preprocess.packets`; the decoder itself drops the unwanted
   non-reference frames of the codecs in :data:`DECODER_DROPS_NONREF`), and only the wanted
   frames are converted and shrunk (bicubic, one swscale call each) — exact frames, about half
-  the decoding work on typical H.264. When the needed GOPs start at IDR frames (VP8/VP9:
+  the decoding work on typical H.264. H.264 reference frames that no wanted frame reads (by the
+  slice headers' reference lists, :mod:`lita_serve.preprocess.h264_refs`) go in cut after their
+  headers, so that the decoder's reference buffer stays exact without decoding them. When the needed GOPs start at IDR frames (VP8/VP9:
   keyframes), they are shared out among single-threaded decoders running side by side, which
   costs less CPU than FFmpeg's frame threads and uses the same cores;
 * decord: seeks to the wanted frames and lets ffmpeg's scaler (bicubic) shrink them while
@@ -199,14 +201,16 @@ def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: in
         indices = plan(timeline)
         out = _Frames(len(indices), image_size, codec.sample_aspect_ratio, fit)
         slots = _slots(indices)
-        shares = _shares(layout.independent_runs(set(slots)), packets, decode_threads(num_threads))
+        headers = layout.header_only(set(slots))
+        shares = _shares(layout.independent_runs(set(slots)), packets, decode_threads(num_threads), headers)
         if len(shares) > 1:  # one single-threaded decoder per share of the runs, in parallel
-            made = _decode_parallel(src, packets, layout, shares, slots, out)
+            made = _decode_parallel(src, packets, layout, shares, slots, out, headers)
         else:  # one decoder through the whole stream, with FFmpeg's frame threads
             stream.thread_type = "AUTO"
             if num_threads:
                 codec.thread_count = num_threads
-            made = _decode_selected(codec, packets, layout, layout.needed_packets(set(slots)), slots, out, src)
+            made = _decode_selected(codec, packets, layout, layout.needed_packets(set(slots)), slots, out, src,
+                                    headers)
     if out.filled < len(indices):
         raise VideoDecodeError(
             f"{src.label} is truncated or corrupt: decoded fewer frames than its {len(packets)} packets"
@@ -282,16 +286,16 @@ def _slots(indices: np.ndarray) -> dict[int, list[int]]:
     return slots
 
 
-def _shares(runs: list[list[int]], packets, workers: int) -> list[list[int]]:
+def _shares(runs: list[list[int]], packets, workers: int, headers: set[int] = frozenset()) -> list[list[int]]:
     """Cut the runs, in order, into at most ``workers`` shares whose largest holds the fewest coded bytes.
 
-    Coded bytes stand in for decoding work. Each share keeps whole runs, so it starts where a
-    fresh decoder is exact. The smallest feasible largest share is found by bisection; packing
+    Coded bytes stand in for decoding work (a packet that goes in header only, ``headers``, counts
+    nothing). Each share keeps whole runs, so it starts where a fresh decoder is exact. The smallest feasible largest share is found by bisection; packing
     greedily under it gives the shares (possibly fewer than ``workers`` when that is as fast).
     """
     if not runs:
         return []
-    sizes = [sum(packets[pos].size for pos in run) for run in runs]
+    sizes = [sum(packets[pos].size for pos in run if pos not in headers) for run in runs]
 
     def pack(cap: int) -> list[list[int]]:
         shares: list[list[int]] = [[]]
@@ -315,7 +319,7 @@ def _shares(runs: list[list[int]], packets, workers: int) -> list[list[int]]:
 
 
 def _decode_parallel(src: VideoSource, packets, layout: PacketLayout, shares: list[list[int]],
-                     slots: dict[int, list[int]], out: _Frames) -> int:
+                     slots: dict[int, list[int]], out: _Frames, headers: set[int]) -> int:
     """Decode each share on its own thread with its own single-threaded decoder; -> frames decoded.
 
     One decoder per thread costs less CPU than FFmpeg's frame threads on the same cores (no
@@ -334,14 +338,14 @@ def _decode_parallel(src: VideoSource, packets, layout: PacketLayout, shares: li
         with container:
             codec = container.streams.video[0].codec_context
             codec.thread_count = 1
-            return _decode_selected(codec, packets, layout, share, wanted, out, src)
+            return _decode_selected(codec, packets, layout, share, wanted, out, src, headers)
 
     with ThreadPoolExecutor(max_workers=len(shares), thread_name_prefix="lita-decode") as pool:
         return sum(pool.map(work, shares))
 
 
 def _decode_selected(codec, packets, layout: PacketLayout, positions: list[int], slots: dict[int, list[int]],
-                     out: _Frames, src: VideoSource) -> int:
+                     out: _Frames, src: VideoSource, headers: set[int] = frozenset()) -> int:
     """Feed ``packets[positions]`` to ``codec``; put the frames ``slots`` wants into ``out``; -> frames decoded.
 
     Where the decoder can tell non-reference frames itself (:data:`DECODER_DROPS_NONREF`), every
@@ -349,15 +353,27 @@ def _decode_selected(codec, packets, layout: PacketLayout, positions: list[int],
     ``DEFAULT``: a dropped frame is one nothing refers to, so the others decode exactly as in a
     full decode. With frame threading the setting is taken when a packet is submitted
     (libavcodec/pthread_frame.c, update_context_from_user), so it applies per packet.
-    ``slots`` is emptied as the frames arrive.
+
+    Packets in ``headers`` go in cut after their slice headers
+    (:meth:`~lita_serve.preprocess.packets.PacketLayout.header_only`), with FFmpeg's error
+    concealment off (``ec=0``) so that the decoder neither decodes nor fills their pixels, which
+    nothing wanted reads; they are not counted as decoded. ``slots`` is emptied as the frames arrive.
     """
+    import av  # noqa: PLC0415
+
     drop_nonref = codec.name in DECODER_DROPS_NONREF
+    hidden = {layout.display[pos] for pos in positions if pos in headers}
+    if hidden:
+        codec.options = {**codec.options, "ec": "0"}
     made = 0
 
     def store(frame) -> None:
         nonlocal made
+        shown = layout.display_index(frame.pts)
+        if shown in hidden:
+            return
         made += 1
-        wanted = slots.pop(layout.display_index(frame.pts), None)
+        wanted = slots.pop(shown, None)
         if wanted:
             out.put(frame, wanted)
 
@@ -368,7 +384,12 @@ def _decode_selected(codec, packets, layout: PacketLayout, positions: list[int],
                 skip = "DEFAULT" if layout.display[pos] in slots else "NONREF"
                 if skip != skipping:
                     codec.skip_frame = skipping = skip
-            for frame in codec.decode(packets[pos]):
+            packet = packets[pos]
+            if pos in headers:
+                cut = av.Packet(layout.header_only_bytes(bytes(packet), pos))
+                cut.pts, cut.dts, cut.time_base = packet.pts, packet.dts, packet.time_base
+                packet = cut
+            for frame in codec.decode(packet):
                 store(frame)
             if not slots:
                 break

@@ -14,12 +14,20 @@ reference packets up to the last wanted one plus the wanted packets themselves. 
 gives bit-identical wanted frames. Other codecs and layouts keep every packet here; the
 decoder then drops the non-reference frames it recognises itself
 (:data:`lita_serve.preprocess.frame_decode.DECODER_DROPS_NONREF`).
+
+For avcC H.264 the layout also knows which frames each frame reads
+(:mod:`lita_serve.preprocess.h264_refs`). A reference frame among the needed packets that no
+wanted frame reads, directly or through other frames, goes to the decoder *header only*
+(:meth:`PacketLayout.header_only`): it keeps the decoder's reference buffer exactly as a full
+decode leaves it, without decoding its pixels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Sequence
+
+from lita_serve.preprocess.h264_refs import FrameReferences, frame_references
 
 _VCL_NAL_TYPES = frozenset(range(1, 6))  # H.264 coded slices (1..5, 5 = IDR)
 _HEVC_SUBLAYER_NONREF = frozenset(range(0, 15, 2))  # TRAIL_N, TSA_N, STSA_N, RADL_N, RASL_N, RSV_VCL_N10..14
@@ -97,6 +105,8 @@ class PacketLayout:
     pts_to_index: dict[int, int]
     timestamps_usable: bool = True  # False: missing or repeated pts, decode order is display order
     fresh_start: list[bool] = field(default_factory=list)  # a decoder may start here and match a full decode
+    reads: FrameReferences | None = None  # avcC H.264: the frames each frame may read
+    length_size: int = 0  # avcC NAL length-prefix size, with ``reads``
 
     @classmethod
     def of(cls, packets: Sequence, codec_name: str, extradata: bytes | None) -> "PacketLayout":
@@ -114,7 +124,10 @@ class PacketLayout:
         keys = [bool(p.is_keyframe) and usable for p in packets]
         clean = _clean_keys(keys, pts)
         fresh = _fresh_starts(packets, clean, codec_name, extradata)
-        return cls(display, clean, reference, {t: display[i] for i, t in enumerate(pts)}, usable, fresh)
+        size = avcc_length_size(codec_name, extradata)
+        reads = frame_references([bytes(p) for p in packets], size, extradata) if usable and size else None
+        return cls(display, clean, reference, {t: display[i] for i, t in enumerate(pts)}, usable, fresh, reads,
+                   size or 0)
 
     def display_index(self, pts: int | None) -> int:
         return self.pts_to_index.get(pts, -1) if pts is not None else -1
@@ -134,6 +147,26 @@ class PacketLayout:
                 continue  # no wanted frame in this GOP
             gops.append([i for i in range(lo, last + 1) if self.reference[i] or self.display[i] in wanted])
         return gops
+
+    def header_only(self, wanted: set[int]) -> set[int]:
+        """Needed packets that no wanted frame reads, directly or through others (avcC H.264 only):
+        reference frames that only have to pass through the decoder's reference buffer."""
+        if self.reads is None:
+            return set()
+        needed = self.needed_packets(wanted)
+        read = {pos for pos in needed if self.display[pos] in wanted}
+        stack = list(read)
+        while stack:
+            for ref in self.reads.reads[stack.pop()]:
+                if ref not in read:
+                    read.add(ref)
+                    stack.append(ref)
+        return {pos for pos in needed if pos not in read and self.reads.can_cut(pos)}
+
+    def header_only_bytes(self, data: bytes, position: int) -> bytes:
+        """Packet ``position`` with each slice cut after its header (see :meth:`header_only`)."""
+        assert self.reads is not None
+        return self.reads.header_only(data, position, self.length_size)
 
     def independent_runs(self, wanted: set[int]) -> list[list[int]]:
         """:meth:`needed_gops` grouped so that each group can go to a decoder of its own.
