@@ -40,25 +40,31 @@ class Unsupported(Exception):
 
 
 class _Bits:
-    """MSB-first reader over an RBSP (emulation prevention bytes removed), held as one integer."""
+    """MSB-first reader over an RBSP (emulation prevention bytes removed), held as a string of bits."""
 
     def __init__(self, data: bytes) -> None:
-        self.value, self.size, self.pos = int.from_bytes(data, "big"), 8 * len(data), 0
+        self.bits, self.pos = bin(int.from_bytes(b"\x01" + data, "big"))[3:], 0  # the 0x01 keeps leading zeros
 
     def u(self, n: int) -> int:
-        shift = self.size - self.pos - n
-        if shift < 0:
+        end = self.pos + n
+        if end > len(self.bits):
             raise _Short()
-        self.pos += n
-        return (self.value >> shift) & ((1 << n) - 1)
+        value = int(self.bits[self.pos:end], 2) if n else 0
+        self.pos = end
+        return value
 
     def ue(self) -> int:
-        rest = self.value & ((1 << (self.size - self.pos)) - 1)
-        zeros = self.size - self.pos - rest.bit_length()
-        if not rest or zeros > 31:
-            raise _Short() if not rest else Unsupported("malformed Exp-Golomb code")
-        self.pos += zeros
-        return self.u(zeros + 1) - 1
+        one = self.bits.find("1", self.pos)
+        if one < 0:
+            raise _Short()
+        zeros = one - self.pos
+        if zeros > 31:
+            raise Unsupported("malformed Exp-Golomb code")
+        end = one + zeros + 1
+        if end > len(self.bits):
+            raise _Short()
+        self.pos = end
+        return int(self.bits[one:end], 2) - 1
 
     def se(self) -> int:
         k = self.ue()
@@ -491,6 +497,10 @@ def _frame_references(packets: Sequence[bytes], length_size: int, extradata: byt
             if h.slice_type == _SLICE_I:
                 continue
             l0, l1 = dpb.lists(h, poc)
+            if len(l0) < h.num_ref_idx[0] or (h.slice_type == _SLICE_B and len(l1) < h.num_ref_idx[1]):
+                # Entries past the buffer are "no reference picture"; FFmpeg fills them with an
+                # earlier slice's first entry, which this model does not follow.
+                raise Unsupported("a reference list longer than the buffer")
             chosen = dpb.modify(l0, h.modifications[0], h, h.num_ref_idx[0])
             used.update(r.position for r in chosen)
             if h.slice_type == _SLICE_B:
