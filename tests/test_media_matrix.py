@@ -230,12 +230,15 @@ def test_sampled_frames_are_bit_identical_to_a_full_decode(media, name):
     gives exactly the pixels a decode of every frame gives, on every file of the matrix
     (closed and open GOPs, B-pyramids, HEVC, VP9, MPEG-2/4), for the server's 100 samples and
     for a denser plan that lands on more B-frames; with one decoder, and with up to three
-    single-threaded decoders that each take their own IDR GOPs."""
+    single-threaded decoders that each take their own IDR GOPs; and with H.264 reference frames
+    that nothing wanted reads going in header only at every picture size."""
     cfg = LitaConfig.from_name("demo")
     data = media[name].read_bytes()
-    for count, threads in ((cfg.lita.sample_frames, 1), (cfg.lita.sample_frames, 3), (157, 3)):
+    for count, threads, floor in ((cfg.lita.sample_frames, 1, None), (cfg.lita.sample_frames, 3, None), (157, 3, None),
+                                  (cfg.lita.sample_frames, 1, 0)):
+        floor_kw = {} if floor is None else {"header_cut_min_pixels": floor}  # 0: cut H.264 at any size
         decoded = decode_pyav(load_source(data), lambda timeline, n=count: timeline.sample(n), cfg.vision.image_size,
-                              num_threads=threads)
+                              num_threads=threads, **floor_kw)
         reference = _every_frame_then_pick(media[name], decoded.indices, cfg.vision.image_size)
         assert decoded.frames.shape == reference.shape, name
         assert np.array_equal(decoded.frames, reference), (name, count, threads, decoded.decoders, int(np.abs(

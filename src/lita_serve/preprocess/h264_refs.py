@@ -27,6 +27,7 @@ Anything else returns ``None`` and the caller keeps every reference frame.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -75,23 +76,16 @@ class _Short(Exception):
     """The bytes read so far end inside the header."""
 
 
-def _rbsp(nal: bytes, limit: int | None = None) -> tuple[bytes, list[int] | None]:
+_EMULATION = re.compile(b"\x00\x00\x03")
+
+
+def _rbsp(nal: bytes, limit: int | None = None) -> tuple[bytes, list[int]]:
     """The NAL payload after its header byte, up to ``limit`` bytes of ``nal``, with emulation
-    prevention bytes removed; and for each RBSP byte its offset in ``nal`` (None: offset = index + 1),
-    to cut the escaped bytes at an RBSP position."""
-    end = len(nal) if limit is None else min(len(nal), limit)
-    if b"\x00\x00\x03" not in nal[:end]:
-        return bytes(nal[1:end]), None
-    out, where, zeros = bytearray(), [], 0
-    for i in range(1, end):
-        b = nal[i]
-        if zeros >= 2 and b == 3:
-            zeros = 0
-            continue
-        out.append(b)
-        where.append(i)
-        zeros = zeros + 1 if b == 0 else 0
-    return bytes(out), where
+    prevention bytes removed; and the offsets in ``nal`` of the bytes removed (to map an RBSP
+    position back to the escaped bytes)."""
+    head = nal[:len(nal) if limit is None else limit]
+    removed = [m.end() - 1 for m in _EMULATION.finditer(head, 1)]
+    return head[1:].replace(b"\x00\x00\x03", b"\x00\x00") if removed else head[1:], removed
 
 
 @dataclass
@@ -223,8 +217,11 @@ def parse_slice_header(nal: bytes, spss: dict[int, _Sps], ppss: dict[int, _Pps])
             if limit >= len(nal):
                 raise Unsupported("slice header runs past the end of its NAL unit") from None
             continue
-        end = (header.header_bits + 7) // 8  # RBSP bytes the header occupies
-        return header, (end if where is None else where[end - 1]) + 1
+        escaped = (header.header_bits + 7) // 8 + 1  # bytes of ``nal`` the header occupies, unescaped
+        for offset in where:
+            if offset < escaped:
+                escaped += 1
+        return header, escaped
 
     raise AssertionError("unreachable")
 

@@ -15,11 +15,11 @@ gives bit-identical wanted frames. Other codecs and layouts keep every packet he
 decoder then drops the non-reference frames it recognises itself
 (:data:`lita_serve.preprocess.frame_decode.DECODER_DROPS_NONREF`).
 
-For avcC H.264 the layout also knows which frames each frame reads
-(:mod:`lita_serve.preprocess.h264_refs`). A reference frame among the needed packets that no
-wanted frame reads, directly or through other frames, goes to the decoder *header only*
-(:meth:`PacketLayout.header_only`): it keeps the decoder's reference buffer exactly as a full
-decode leaves it, without decoding its pixels.
+For avcC H.264, :meth:`PacketLayout.header_only` follows the needed packets as one decoder sees
+them through a model of the reference buffer (:mod:`lita_serve.preprocess.h264_refs`), which
+says which frames each frame reads. A needed reference frame that no wanted frame reads,
+directly or through other frames, goes to the decoder *header only*: it keeps the decoder's
+reference buffer as a full decode leaves it, without decoding its pixels.
 """
 
 from __future__ import annotations
@@ -28,6 +28,27 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from lita_serve.preprocess.h264_refs import FrameReferences, frame_references
+
+
+@dataclass(frozen=True)
+class HeaderCuts:
+    """Needed packets that go to the decoder cut after their slice headers (:meth:`PacketLayout.header_only`)."""
+
+    positions: frozenset[int] = frozenset()
+    refs: FrameReferences | None = None
+    local: dict[int, int] = field(default_factory=dict)  # decode position -> index in what the model saw
+    length_size: int = 0
+
+    def __contains__(self, position: int) -> bool:
+        return position in self.positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def cut(self, data: bytes, position: int) -> bytes:
+        """Packet ``position`` with each slice NAL unit cut after its header."""
+        assert self.refs is not None and position in self.positions
+        return self.refs.header_only(data, self.local[position], self.length_size)
 
 _VCL_NAL_TYPES = frozenset(range(1, 6))  # H.264 coded slices (1..5, 5 = IDR)
 _HEVC_SUBLAYER_NONREF = frozenset(range(0, 15, 2))  # TRAIL_N, TSA_N, STSA_N, RADL_N, RASL_N, RSV_VCL_N10..14
@@ -105,8 +126,8 @@ class PacketLayout:
     pts_to_index: dict[int, int]
     timestamps_usable: bool = True  # False: missing or repeated pts, decode order is display order
     fresh_start: list[bool] = field(default_factory=list)  # a decoder may start here and match a full decode
-    reads: FrameReferences | None = None  # avcC H.264: the frames each frame may read
-    length_size: int = 0  # avcC NAL length-prefix size, with ``reads``
+    avcc: tuple[int, bytes] | None = None  # H.264 in avcC: (NAL length-prefix size, extradata)
+    packets: Sequence = field(default=(), repr=False)  # the demuxed packets, for header_only
 
     @classmethod
     def of(cls, packets: Sequence, codec_name: str, extradata: bytes | None) -> "PacketLayout":
@@ -125,9 +146,9 @@ class PacketLayout:
         clean = _clean_keys(keys, pts)
         fresh = _fresh_starts(packets, clean, codec_name, extradata)
         size = avcc_length_size(codec_name, extradata)
-        reads = frame_references([bytes(p) for p in packets], size, extradata) if usable and size else None
-        return cls(display, clean, reference, {t: display[i] for i, t in enumerate(pts)}, usable, fresh, reads,
-                   size or 0)
+        avcc = (size, bytes(extradata)) if usable and size else None
+        return cls(display, clean, reference, {t: display[i] for i, t in enumerate(pts)}, usable, fresh, avcc,
+                   packets)
 
     def display_index(self, pts: int | None) -> int:
         return self.pts_to_index.get(pts, -1) if pts is not None else -1
@@ -148,25 +169,30 @@ class PacketLayout:
             gops.append([i for i in range(lo, last + 1) if self.reference[i] or self.display[i] in wanted])
         return gops
 
-    def header_only(self, wanted: set[int]) -> set[int]:
+    def header_only(self, wanted: set[int]) -> HeaderCuts:
         """Needed packets that no wanted frame reads, directly or through others (avcC H.264 only):
-        reference frames that only have to pass through the decoder's reference buffer."""
-        if self.reads is None:
-            return set()
+        reference frames that only have to pass through the decoder's reference buffer.
+
+        The model runs over the needed packets in decode order, as one decoder sees them (each
+        run of a parallel decode starts at an IDR, where the model starts afresh too). Where it
+        does not follow the stream exactly, nothing is cut.
+        """
+        if self.avcc is None:
+            return HeaderCuts()
+        size, extradata = self.avcc
         needed = self.needed_packets(wanted)
-        read = {pos for pos in needed if self.display[pos] in wanted}
+        refs = frame_references([bytes(self.packets[pos]) for pos in needed], size, extradata)
+        if refs is None:
+            return HeaderCuts()
+        read = {i for i, pos in enumerate(needed) if self.display[pos] in wanted}
         stack = list(read)
         while stack:
-            for ref in self.reads.reads[stack.pop()]:
+            for ref in refs.reads[stack.pop()]:
                 if ref not in read:
                     read.add(ref)
                     stack.append(ref)
-        return {pos for pos in needed if pos not in read and self.reads.can_cut(pos)}
-
-    def header_only_bytes(self, data: bytes, position: int) -> bytes:
-        """Packet ``position`` with each slice cut after its header (see :meth:`header_only`)."""
-        assert self.reads is not None
-        return self.reads.header_only(data, position, self.length_size)
+        cut = frozenset(pos for i, pos in enumerate(needed) if i not in read and refs.can_cut(i))
+        return HeaderCuts(cut, refs, {pos: i for i, pos in enumerate(needed)}, size)
 
     def independent_runs(self, wanted: set[int]) -> list[list[int]]:
         """:meth:`needed_gops` grouped so that each group can go to a decoder of its own.
