@@ -181,6 +181,8 @@ class PacketLayout:
             return HeaderCuts()
         size, extradata = self.avcc
         needed = self.needed_packets(wanted)
+        if all(self.display[a] < self.display[b] for a, b in zip(needed, needed[1:])):
+            return HeaderCuts()  # shown in decode order: no B-frames, every frame reads the one before
         refs = frame_references([bytes(self.packets[pos]) for pos in needed], size, extradata)
         if refs is None:
             return HeaderCuts()
