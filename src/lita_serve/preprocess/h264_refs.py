@@ -478,7 +478,7 @@ def _frame_references(packets: Sequence[bytes], length_size: int, extradata: byt
                 cabac = cabac and h.cabac
             elif kind in (14, 15, 20, 21):
                 raise Unsupported("SVC/MVC NAL units")
-        header_bytes.append(sizes if cabac else None)
+        header_bytes.append(sizes if cabac and sizes else None)  # a packet without slices is not cut
         if not headers:
             reads.append(frozenset())
             continue
