@@ -299,8 +299,9 @@ def _shares(runs: list[list[int]], packets, workers: int, headers: HeaderCuts = 
     """Cut the runs, in order, into at most ``workers`` shares whose largest holds the fewest coded bytes.
 
     Coded bytes stand in for decoding work (a packet that goes in header only, ``headers``, counts
-    nothing). Each share keeps whole runs, so it starts where a fresh decoder is exact. The smallest feasible largest share is found by bisection; packing
-    greedily under it gives the shares (possibly fewer than ``workers`` when that is as fast).
+    nothing). Each share keeps whole runs, so it starts where a fresh decoder is exact. The
+    smallest feasible largest share is found by bisection; packing greedily under it gives the
+    shares (possibly fewer than ``workers`` when that is as fast).
     """
     if not runs:
         return []
