@@ -240,3 +240,24 @@ def test_what_the_model_does_not_follow_keeps_every_reference():
     nal = b"\x67" + sps.rbsp()
     extradata = bytes([1, 77, 0, 30, 0xFF, 0xE1]) + len(nal).to_bytes(2, "big") + nal + bytes([0])
     assert frame_references([], 4, extradata) is None
+
+
+def test_damaged_packets_never_raise(clips):
+    """Flipped bytes in slice headers and parameter sets: the model answers or gives up (None);
+    it never raises, so a damaged stream decodes as it would without cuts."""
+    packets, extradata = _packets(clips["fast_pyramid"])
+    clean = [bytes(p) for p in packets]
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for _ in range(200):
+        damaged = list(clean)
+        for pos in rng.choice(len(damaged), size=3, replace=False):
+            data = bytearray(damaged[pos])
+            for at in rng.integers(0, min(len(data), 48), size=2):  # length prefixes and header bytes
+                data[at] ^= int(rng.integers(1, 256))
+            damaged[pos] = bytes(data[:int(rng.integers(1, len(data) + 1))] if rng.random() < 0.2 else data)
+        box = bytearray(extradata)
+        if rng.random() < 0.3:
+            box[int(rng.integers(8, len(box)))] ^= 0xFF
+        outcomes.add(frame_references(damaged, 4, bytes(box)) is None)
+    assert outcomes == {True, False}  # some damage is read through, some makes the model give up

@@ -29,9 +29,12 @@ Anything else returns ``None`` and the caller keeps every reference frame.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 _HIGH_PROFILES = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135))
 _SLICE_P, _SLICE_B, _SLICE_I = 0, 1, 2
@@ -446,6 +449,9 @@ def frame_references(packets: Sequence[bytes], length_size: int, extradata: byte
     try:
         return _frame_references(packets, length_size, extradata)
     except (Unsupported, _Short, IndexError, ValueError):
+        return None
+    except Exception:  # noqa: BLE001 - a damaged stream must not fail a decode that works without cuts
+        log.debug("H.264 reference model gave up on a damaged stream", exc_info=True)
         return None
 
 
