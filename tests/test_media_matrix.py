@@ -222,6 +222,10 @@ def _every_frame_then_pick(path: Path, indices: np.ndarray, size: int) -> np.nda
 
 
 # Files whose B-frames (and, for HEVC, non-reference pictures) leave something to skip.
+# Files that one decoder must take from start to end: open GOPs (x264 open-gop, x265's CRAs with
+# leading pictures), and codecs not known here to reset everything at a keyframe. Every other
+# file has several IDR GOPs (VP8/VP9: keyframes) with samples, so three threads split it.
+_ONE_DECODER = ("hevc", "hevc_pyramid", "open_gop", "av1", "mpeg4", "mjpeg", "mpeg2_ts")
 _SKIPS_FRAMES = ("h264", "h264_pyramid", "open_gop", "hevc_pyramid", "mpeg4", "mpeg2_ts", "fragmented_mp4")
 
 
@@ -230,14 +234,20 @@ def test_sampled_frames_are_bit_identical_to_a_full_decode(media, name):
     """Decoding only what the samples depend on (GOPs skipped, non-reference frames dropped)
     gives exactly the pixels a decode of every frame gives, on every file of the matrix
     (closed and open GOPs, B-pyramids, HEVC, VP9, MPEG-2/4), for the server's 100 samples and
-    for a denser plan that lands on more B-frames."""
+    for a denser plan that lands on more B-frames; with one decoder, and with up to three
+    single-threaded decoders that each take their own IDR GOPs; and with H.264 reference frames
+    that nothing wanted reads going in header only at every picture size."""
     cfg = LitaConfig.from_name("demo")
     data = media[name].read_bytes()
-    for count in (cfg.lita.sample_frames, 157):
-        decoded = decode_pyav(load_source(data), lambda timeline, n=count: timeline.sample(n), cfg.vision.image_size)
+    for count, threads, floor in ((cfg.lita.sample_frames, 1, None), (cfg.lita.sample_frames, 3, None), (157, 3, None),
+                                  (cfg.lita.sample_frames, 1, 0)):
+        floor_kw = {} if floor is None else {"header_cut_min_pixels": floor}  # 0: cut H.264 at any size
+        decoded = decode_pyav(load_source(data), lambda timeline, n=count: timeline.sample(n), cfg.vision.image_size,
+                              num_threads=threads, **floor_kw)
         reference = _every_frame_then_pick(media[name], decoded.indices, cfg.vision.image_size)
         assert decoded.frames.shape == reference.shape, name
-        assert np.array_equal(decoded.frames, reference), (name, count, int(np.abs(
+        assert np.array_equal(decoded.frames, reference), (name, count, threads, decoded.decoders, int(np.abs(
             decoded.frames.astype(np.int16) - reference).max()))
         if name in _SKIPS_FRAMES and count == cfg.lita.sample_frames:
             assert decoded.decoded_frames < 0.8 * decoded.total_packets, (name, decoded.decoded_frames)
+        assert (decoded.decoders > 1) == (threads > 1 and name not in _ONE_DECODER), (name, threads, decoded.decoders)

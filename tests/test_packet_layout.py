@@ -10,7 +10,8 @@ hvcC box keeps ``lengthSizeMinusOne`` in the low bits of its byte 21 (ISO/IEC 14
 
 from __future__ import annotations
 
-from lita_serve.preprocess.packets import hevc_references, hvcc_length_size, is_reference
+from lita_serve.preprocess.frame_decode import _shares
+from lita_serve.preprocess.packets import PacketLayout, hevc_references, hvcc_length_size, is_reference
 
 
 def _nal(header: bytes, size: int = 4) -> bytes:
@@ -49,3 +50,49 @@ def test_hvcc_length_size_from_byte_21():
     assert hvcc_length_size("hevc", bytes(box)) == 2
     assert hvcc_length_size("hevc", b"\x00\x00\x00\x01\x40\x01") is None  # Annex B start codes
     assert hvcc_length_size("h264", bytes(box)) is None
+
+
+class _Packet:
+    """What PacketLayout reads of a demuxed packet: its bytes, pts, keyframe flag and size."""
+
+    def __init__(self, data: bytes, pts: int, key: bool = False) -> None:
+        self.data, self.pts, self.is_keyframe, self.size = data, pts, key, len(data)
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
+def _avcc(nal_type: int, ref_idc: int = 3) -> bytes:
+    return _nal(bytes([(ref_idc << 5) | nal_type]))
+
+
+def test_a_fresh_decoder_may_start_only_at_an_idr_that_opens_a_closed_gop():
+    """avcC H.264: IDR (type 5) GOPs are independent; a non-IDR I frame (type 1 with the keyframe
+    flag, x264's open-GOP keyframe) and an IDR whose GOP has a leading picture stay with the run before."""
+    idr, p, b = _avcc(5), _avcc(1), _avcc(1, ref_idc=0)
+    packets = [_Packet(idr, 0, True), _Packet(p, 2), _Packet(b, 1),          # GOP 0: I P b
+               _Packet(idr, 3, True), _Packet(p, 4),                         # GOP 1: IDR, closed
+               _Packet(p, 5, True), _Packet(p, 6),                           # GOP 2: non-IDR keyframe
+               _Packet(idr, 8, True), _Packet(b, 7), _Packet(p, 9)]          # GOP 3: leading picture 7
+    avcc_box = bytes([1, 0x64, 0, 0x1F, 0xFF])  # avcC, lengthSizeMinusOne = 3
+    layout = PacketLayout.of(packets, "h264", avcc_box)
+    assert layout.clean_key == [True, False, False, True, False, True, False, False, False, False]
+    assert layout.fresh_start == [True, False, False, True, False, False, False, False, False, False]
+    every = set(range(10))
+    assert layout.needed_gops(every) == [[0, 1, 2], [3, 4], [5, 6, 7, 8, 9]]
+    assert layout.independent_runs(every) == [[0, 1, 2], [3, 4, 5, 6, 7, 8, 9]]
+    # Only display index 4 (packet 4) wanted: GOP 1 alone, its non-reference frames left out.
+    assert layout.independent_runs({4}) == [[3, 4]]
+    assert layout.needed_packets(every) == list(range(10))
+
+
+def test_shares_keep_whole_runs_in_order_and_balance_bytes():
+    sizes = [30, 10, 10, 30, 20]
+    packets = [_Packet(b"x" * n, i) for i, n in enumerate(sizes)]
+    runs = [[0], [1], [2], [3], [4]]
+    assert _shares(runs, packets, 2) == [[0, 1, 2], [3, 4]]  # 50 + 50 bytes
+    assert _shares(runs, packets, 3) == [[0, 1], [2, 3], [4]]  # 40 + 40 + 20
+    assert _shares(runs, packets, 9) == [[0], [1, 2], [3], [4]]  # no share above the largest run
+    assert _shares(runs, packets, 1) == [[0, 1, 2, 3, 4]]
+    one_big = [_Packet(b"x" * n, i) for i, n in enumerate([10, 10, 10, 10, 40])]
+    assert _shares(runs, one_big, 3) == [[0, 1, 2, 3], [4]]  # a third decoder would not finish sooner

@@ -29,7 +29,9 @@ class Deployment:
 
     max_batch_size: int = 8
     preprocess_instances: int = 2
-    encoder_instances: int = 1
+    # None: on CPU one encoder per preprocess instance, so that under load every core can encode
+    # (one encoder on one thread would hold a 2-core server to one core); one per GPU on GPUs.
+    encoder_instances: int | None = None
     postprocess_instances: int = 1
     encoder_max_queue_delay_us: int = 2000
     kind: str = "KIND_CPU"  # KIND_GPU for the encoder when serving on GPUs
@@ -88,6 +90,13 @@ def _io(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str:
             "output [\n" + ",\n".join(t.pbtxt() for t in outputs) + "\n]\n")
 
 
+def encoder_instances(dep: Deployment) -> int:
+    """How many vision_encoder instances ``dep`` runs (see :attr:`Deployment.encoder_instances`)."""
+    if dep.encoder_instances is not None:
+        return dep.encoder_instances
+    return dep.preprocess_instances if dep.kind == "KIND_CPU" else 1
+
+
 def _instances(count: int, kind: str, gpus: tuple[int, ...] | None = None) -> str:
     """``count`` instances of ``kind``. For KIND_GPU, Triton puts ``count`` on every visible GPU
     unless ``gpus`` names them; each instance learns its device as ``model_instance_device_id``."""
@@ -101,7 +110,7 @@ def step_config(name: str, cfg: LitaConfig, dep: Deployment) -> str:
     if name == "vision_encoder":
         text += ("dynamic_batching {\n"
                  f"  max_queue_delay_microseconds: {dep.encoder_max_queue_delay_us}\n}}\n")
-        text += _instances(dep.encoder_instances, dep.kind, dep.gpus)
+        text += _instances(encoder_instances(dep), dep.kind, dep.gpus)
     elif name == "llm":
         text += "model_transaction_policy {\n  decoupled: true\n}\n" + _instances(1, dep.llm_kind, dep.gpus)
     elif name == "preprocess":

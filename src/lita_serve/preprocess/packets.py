@@ -14,12 +14,41 @@ reference packets up to the last wanted one plus the wanted packets themselves. 
 gives bit-identical wanted frames. Other codecs and layouts keep every packet here; the
 decoder then drops the non-reference frames it recognises itself
 (:data:`lita_serve.preprocess.frame_decode.DECODER_DROPS_NONREF`).
+
+For avcC H.264, :meth:`PacketLayout.header_only` follows the needed packets as one decoder sees
+them through a model of the reference buffer (:mod:`lita_serve.preprocess.h264_refs`), which
+says which frames each frame reads. A needed reference frame that no wanted frame reads,
+directly or through other frames, goes to the decoder *header only*: it keeps the decoder's
+reference buffer as a full decode leaves it, without decoding its pixels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
+
+from lita_serve.preprocess.h264_refs import FrameReferences, frame_references
+
+
+@dataclass(frozen=True)
+class HeaderCuts:
+    """Needed packets that go to the decoder cut after their slice headers (:meth:`PacketLayout.header_only`)."""
+
+    positions: frozenset[int] = frozenset()
+    refs: FrameReferences | None = None
+    local: dict[int, int] = field(default_factory=dict)  # decode position -> index in what the model saw
+    length_size: int = 0
+
+    def __contains__(self, position: int) -> bool:
+        return position in self.positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def cut(self, data: bytes, position: int) -> bytes:
+        """Packet ``position`` with each slice NAL unit cut after its header."""
+        assert self.refs is not None and position in self.positions
+        return self.refs.header_only(data, self.local[position], self.length_size)
 
 _VCL_NAL_TYPES = frozenset(range(1, 6))  # H.264 coded slices (1..5, 5 = IDR)
 _HEVC_SUBLAYER_NONREF = frozenset(range(0, 15, 2))  # TRAIL_N, TSA_N, STSA_N, RADL_N, RASL_N, RSV_VCL_N10..14
@@ -96,6 +125,9 @@ class PacketLayout:
     reference: list[bool]  # False for frames nothing refers to
     pts_to_index: dict[int, int]
     timestamps_usable: bool = True  # False: missing or repeated pts, decode order is display order
+    fresh_start: list[bool] = field(default_factory=list)  # a decoder may start here and match a full decode
+    avcc: tuple[int, bytes] | None = None  # H.264 in avcC: (NAL length-prefix size, extradata)
+    packets: Sequence = field(default=(), repr=False)  # the demuxed packets, for header_only
 
     @classmethod
     def of(cls, packets: Sequence, codec_name: str, extradata: bytes | None) -> "PacketLayout":
@@ -111,23 +143,74 @@ class PacketLayout:
             display[pos] = rank
         reference = _references(packets, codec_name, extradata) if usable else [True] * len(packets)
         keys = [bool(p.is_keyframe) and usable for p in packets]
-        return cls(display, _clean_keys(keys, pts), reference, {t: display[i] for i, t in enumerate(pts)}, usable)
+        clean = _clean_keys(keys, pts)
+        fresh = _fresh_starts(packets, clean, codec_name, extradata)
+        size = avcc_length_size(codec_name, extradata)
+        avcc = (size, bytes(extradata)) if usable and size else None
+        return cls(display, clean, reference, {t: display[i] for i, t in enumerate(pts)}, usable, fresh, avcc,
+                   packets)
 
     def display_index(self, pts: int | None) -> int:
         return self.pts_to_index.get(pts, -1) if pts is not None else -1
 
     def needed_packets(self, wanted: set[int]) -> list[int]:
         """Decode positions to feed the decoder, in order, for the ``wanted`` display indices."""
+        return [pos for gop in self.needed_gops(wanted) for pos in gop]
+
+    def needed_gops(self, wanted: set[int]) -> list[list[int]]:
+        """:meth:`needed_packets` cut at the clean GOP starts: one list per GOP that holds a wanted frame."""
         n = len(self.display)
         starts = [i for i in range(n) if i == 0 or self.clean_key[i]]
-        bounds = list(zip(starts, starts[1:] + [n]))
-        needed: list[int] = []
-        for lo, hi in bounds:
+        gops: list[list[int]] = []
+        for lo, hi in zip(starts, starts[1:] + [n]):
             last = max((i for i in range(lo, hi) if self.display[i] in wanted), default=-1)
             if last < 0:
                 continue  # no wanted frame in this GOP
-            needed += [i for i in range(lo, last + 1) if self.reference[i] or self.display[i] in wanted]
-        return needed
+            gops.append([i for i in range(lo, last + 1) if self.reference[i] or self.display[i] in wanted])
+        return gops
+
+    def header_only(self, wanted: set[int]) -> HeaderCuts:
+        """Needed packets that no wanted frame reads, directly or through others (avcC H.264 only):
+        reference frames that only have to pass through the decoder's reference buffer.
+
+        The model runs over the needed packets in decode order, as one decoder sees them (each
+        run of a parallel decode starts at an IDR, where the model starts afresh too). Where it
+        does not follow the stream exactly, nothing is cut.
+        """
+        if self.avcc is None:
+            return HeaderCuts()
+        size, extradata = self.avcc
+        needed = self.needed_packets(wanted)
+        if all(self.display[a] < self.display[b] for a, b in zip(needed, needed[1:])):
+            return HeaderCuts()  # shown in decode order: no B-frames, every frame reads the one before
+        refs = frame_references([bytes(self.packets[pos]) for pos in needed], size, extradata)
+        if refs is None:
+            return HeaderCuts()
+        read = {i for i, pos in enumerate(needed) if self.display[pos] in wanted}
+        stack = list(read)
+        while stack:
+            for ref in refs.reads[stack.pop()]:
+                if ref not in read:
+                    read.add(ref)
+                    stack.append(ref)
+        cut = frozenset(pos for i, pos in enumerate(needed) if i not in read and refs.can_cut(i))
+        return HeaderCuts(cut, refs, {pos: i for i, pos in enumerate(needed)}, size)
+
+    def independent_runs(self, wanted: set[int]) -> list[list[int]]:
+        """:meth:`needed_gops` grouped so that each group can go to a decoder of its own.
+
+        A new group starts at a GOP whose first packet is a :attr:`fresh_start`: a decoder that
+        begins there knows nothing a full decode would know at that point (an H.264 IDR, an HEVC
+        random-access picture without leading pictures, a VP8/VP9 keyframe all reset the decoder's
+        references and, for VP8/VP9, its probabilities). Other GOPs stay with the group before.
+        """
+        runs: list[list[int]] = []
+        for gop in self.needed_gops(wanted):
+            if runs and not self.fresh_start[gop[0]]:
+                runs[-1] += gop
+            else:
+                runs.append(list(gop))
+        return runs
 
 
 def _references(packets: Sequence, codec_name: str, extradata: bytes | None) -> list[bool]:
@@ -137,6 +220,30 @@ def _references(packets: Sequence, codec_name: str, extradata: bytes | None) -> 
         return hevc_references([bytes(p) for p in packets], hevc_size)
     size = avcc_length_size(codec_name, extradata)
     return [is_reference(bytes(p), size) for p in packets]
+
+
+def _fresh_starts(packets: Sequence, clean: list[bool], codec_name: str, extradata: bytes | None) -> list[bool]:
+    """Clean keyframes where a new decoder gives what a full decode gives (see ``independent_runs``).
+
+    H.264 (avcC): the packet holds an IDR slice (NAL type 5), which empties the reference list
+    (H.264 section 8.2.5.1). HEVC (hvcC): an IRAP picture (NAL types 16..21) that starts a clean
+    GOP, so it has no leading pictures; no later picture refers past it (H.265 section 8.3.2).
+    VP8 and VP9: a keyframe refreshes every reference buffer and resets the probability
+    contexts. Everything else: nowhere, so one decoder takes the stream from start to end.
+    """
+    fresh = [False] * len(packets)
+    avcc = avcc_length_size(codec_name, extradata)
+    hvcc = hvcc_length_size(codec_name, extradata)
+    for i, p in enumerate(packets):
+        if not clean[i]:
+            continue
+        if codec_name in ("vp8", "vp9"):
+            fresh[i] = True
+        elif avcc is not None:
+            fresh[i] = any(first & 0x1F == 5 for first, _ in _nal_units(memoryview(bytes(p)), avcc) or ())
+        elif hvcc is not None:
+            fresh[i] = any(16 <= (first >> 1) & 0x3F <= 21 for first, _ in _nal_units(memoryview(bytes(p)), hvcc) or ())
+    return fresh
 
 
 def _clean_keys(keys: list[bool], pts: list[int]) -> list[bool]:
