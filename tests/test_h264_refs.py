@@ -242,6 +242,20 @@ def test_what_the_model_does_not_follow_keeps_every_reference():
     assert frame_references([], 4, extradata) is None
 
 
+def test_data_partitioned_slices_keep_every_reference(clips):
+    """A slice split into data partitions (NAL unit types 2-4, Extended profile; ITU-T H.264
+    7.4.1, Table 7-1) is not modelled: the stream keeps every reference instead of being cut
+    around pictures the model did not read."""
+    packets, extradata = _packets(clips["fast_pyramid"])
+    length = avcc_length_size("h264", extradata)
+    assert frame_references(packets, length, extradata) is not None
+    for kind in (2, 3, 4):
+        partition = bytes([0x40 | kind]) + b"\x88\x84"  # nal_ref_idc 2, a few payload bytes
+        damaged = list(packets)
+        damaged[1] = bytes(damaged[1]) + len(partition).to_bytes(length, "big") + partition
+        assert frame_references(damaged, length, extradata) is None, kind
+
+
 def test_damaged_packets_never_raise(clips):
     """Flipped bytes in slice headers and parameter sets: the model answers or gives up (None);
     it never raises, so a damaged stream decodes as it would without cuts."""
