@@ -179,7 +179,7 @@ def test_fast_presets_point_p_frames_past_the_b_reference(clips):
             assert all(abs(layout.display[p] - layout.display[pos]) < 4 for p in readers)
     samples = set(range(0, len(kinds), 7))
     assert len(layout.header_only(samples)) > 10
-    assert layout.header_only(samples).positions <= {p for p, k in enumerate(kinds) if k == "Bref"}
+    assert set(layout.header_only(samples)) <= {p for p, k in enumerate(kinds) if k == "Bref"}
 
     layout3, kinds3 = _layout(clips["three_refs"])
     packets3, extradata3 = _packets(clips["three_refs"])
@@ -240,6 +240,20 @@ def test_what_the_model_does_not_follow_keeps_every_reference():
     nal = b"\x67" + sps.rbsp()
     extradata = bytes([1, 77, 0, 30, 0xFF, 0xE1]) + len(nal).to_bytes(2, "big") + nal + bytes([0])
     assert frame_references([], 4, extradata) is None
+
+
+def test_data_partitioned_slices_keep_every_reference(clips):
+    """A slice split into data partitions (NAL unit types 2-4, Extended profile; ITU-T H.264
+    7.4.1, Table 7-1) is not modelled: the stream keeps every reference instead of being cut
+    around pictures the model did not read."""
+    packets, extradata = _packets(clips["fast_pyramid"])
+    length = avcc_length_size("h264", extradata)
+    assert frame_references(packets, length, extradata) is not None
+    for kind in (2, 3, 4):
+        partition = bytes([0x40 | kind]) + b"\x88\x84"  # nal_ref_idc 2, a few payload bytes
+        damaged = list(packets)
+        damaged[1] = bytes(damaged[1]) + len(partition).to_bytes(length, "big") + partition
+        assert frame_references(damaged, length, extradata) is None, kind
 
 
 def test_damaged_packets_never_raise(clips):

@@ -21,7 +21,7 @@ from lita_client import InvalidRequestError, LitaClient
 from lita_serve.config import LitaConfig
 from lita_serve.demo import build_demo_repository
 from lita_serve.launcher import Ports, TritonServer
-from lita_serve.preprocess.frame_decode import available_backends, decode_pyav
+from lita_serve.preprocess.frame_decode import HEADER_CUT_MIN_PIXELS, available_backends, decode_pyav
 from lita_serve.preprocess.frame_sampling import frame_indices
 from lita_serve.preprocess.source import load_source
 from lita_serve.preprocess.video import sample_video_for
@@ -239,11 +239,11 @@ def test_sampled_frames_are_bit_identical_to_a_full_decode(media, name):
     that nothing wanted reads going in header only at every picture size."""
     cfg = LitaConfig.from_name("demo")
     data = media[name].read_bytes()
-    for count, threads, floor in ((cfg.lita.sample_frames, 1, None), (cfg.lita.sample_frames, 3, None), (157, 3, None),
-                                  (cfg.lita.sample_frames, 1, 0)):
-        floor_kw = {} if floor is None else {"header_cut_min_pixels": floor}  # 0: cut H.264 at any size
+    default = HEADER_CUT_MIN_PIXELS
+    for count, threads, floor in ((cfg.lita.sample_frames, 1, default), (cfg.lita.sample_frames, 3, default),
+                                  (157, 3, default), (cfg.lita.sample_frames, 1, 0)):  # floor 0: cut at any size
         decoded = decode_pyav(load_source(data), lambda timeline, n=count: timeline.sample(n), cfg.vision.image_size,
-                              num_threads=threads, **floor_kw)
+                              num_threads=threads, header_cut_min_pixels=floor)
         reference = _every_frame_then_pick(media[name], decoded.indices, cfg.vision.image_size)
         assert decoded.frames.shape == reference.shape, name
         assert np.array_equal(decoded.frames, reference), (name, count, threads, decoded.decoders, int(np.abs(

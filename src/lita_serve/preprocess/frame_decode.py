@@ -30,16 +30,18 @@ import importlib.util
 import os
 import re
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
+from types import MappingProxyType
 from typing import Callable
 
 import numpy as np
 
 from lita_serve.errors import VideoDecodeError
 from lita_serve.preprocess.display import Display, frame_display
-from lita_serve.preprocess.packets import HeaderCuts, PacketLayout
+from lita_serve.preprocess.packets import PacketLayout
 from lita_serve.preprocess.probe import count_video_packets
 from lita_serve.preprocess.source import VideoSource
 from lita_serve.preprocess.timeline import Timeline
@@ -130,6 +132,7 @@ DECODER_DROPS_NONREF = frozenset({"h264", "mpeg1video", "mpeg2video", "mpeg4", "
 # 320x180 and 2.4 ms at 1280x720 (x264 veryfast B-references, this machine), and about 0.4 of
 # the needed frames can be cut, so below about 640x360 the model costs more than it saves.
 HEADER_CUT_MIN_PIXELS = 640 * 360
+_NO_CUTS: Mapping[int, bytes] = MappingProxyType({})
 
 
 def _decord_timeline(times: np.ndarray, fps: float) -> Timeline:
@@ -210,7 +213,7 @@ def decode_pyav(src: VideoSource, plan: PlanFn, image_size: int, num_threads: in
         out = _Frames(len(indices), image_size, codec.sample_aspect_ratio, fit)
         slots = _slots(indices)
         cut = codec.width * codec.height >= header_cut_min_pixels
-        headers = layout.header_only(set(slots)) if cut else HeaderCuts()
+        headers = layout.header_only(set(slots)) if cut else {}
         shares = _shares(layout.independent_runs(set(slots)), packets, decode_threads(num_threads), headers)
         if len(shares) > 1:  # one single-threaded decoder per share of the runs, in parallel
             made = _decode_parallel(src, packets, layout, shares, slots, out, headers)
@@ -295,7 +298,7 @@ def _slots(indices: np.ndarray) -> dict[int, list[int]]:
     return slots
 
 
-def _shares(runs: list[list[int]], packets, workers: int, headers: HeaderCuts = HeaderCuts()) -> list[list[int]]:
+def _shares(runs: list[list[int]], packets, workers: int, headers: Mapping[int, bytes] = _NO_CUTS) -> list[list[int]]:
     """Cut the runs, in order, into at most ``workers`` shares whose largest holds the fewest coded bytes.
 
     Coded bytes stand in for decoding work (a packet that goes in header only, ``headers``, counts
@@ -329,7 +332,7 @@ def _shares(runs: list[list[int]], packets, workers: int, headers: HeaderCuts = 
 
 
 def _decode_parallel(src: VideoSource, packets, layout: PacketLayout, shares: list[list[int]],
-                     slots: dict[int, list[int]], out: _Frames, headers: HeaderCuts) -> int:
+                     slots: dict[int, list[int]], out: _Frames, headers: Mapping[int, bytes]) -> int:
     """Decode each share on its own thread with its own single-threaded decoder; -> frames decoded.
 
     One decoder per thread costs less CPU than FFmpeg's frame threads on the same cores (no
@@ -355,7 +358,7 @@ def _decode_parallel(src: VideoSource, packets, layout: PacketLayout, shares: li
 
 
 def _decode_selected(codec, packets, layout: PacketLayout, positions: list[int], slots: dict[int, list[int]],
-                     out: _Frames, src: VideoSource, headers: HeaderCuts = HeaderCuts()) -> int:
+                     out: _Frames, src: VideoSource, headers: Mapping[int, bytes] = _NO_CUTS) -> int:
     """Feed ``packets[positions]`` to ``codec``; put the frames ``slots`` wants into ``out``; -> frames decoded.
 
     Where the decoder can tell non-reference frames itself (:data:`DECODER_DROPS_NONREF`), every
@@ -364,7 +367,7 @@ def _decode_selected(codec, packets, layout: PacketLayout, positions: list[int],
     full decode. With frame threading the setting is taken when a packet is submitted
     (libavcodec/pthread_frame.c, update_context_from_user), so it applies per packet.
 
-    Packets in ``headers`` go in cut after their slice headers
+    Packets in ``headers`` go in as the bytes given there, cut after their slice headers
     (:meth:`~lita_serve.preprocess.packets.PacketLayout.header_only`), with FFmpeg's error
     concealment off (``ec=0``) so that the decoder neither decodes nor fills their pixels, which
     nothing wanted reads; they are not counted as decoded. ``slots`` is emptied as the frames arrive.
@@ -396,7 +399,7 @@ def _decode_selected(codec, packets, layout: PacketLayout, positions: list[int],
                     codec.skip_frame = skipping = skip
             packet = packets[pos]
             if pos in headers:
-                cut = av.Packet(headers.cut(bytes(packet), pos))
+                cut = av.Packet(headers[pos])
                 cut.pts, cut.dts, cut.time_base = packet.pts, packet.dts, packet.time_base
                 packet = cut
             for frame in codec.decode(packet):

@@ -484,6 +484,8 @@ def _frame_references(packets: Sequence[bytes], length_size: int, extradata: byt
                 headers.append(h)
                 sizes.append(min(len(nal), size + _MARGIN_BYTES))
                 cabac = cabac and h.cabac
+            elif kind in (2, 3, 4):
+                raise Unsupported("data-partitioned slices")
             elif kind in (14, 15, 20, 21):
                 raise Unsupported("SVC/MVC NAL units")
         header_bytes.append(sizes if cabac and sizes else None)  # a packet without slices is not cut

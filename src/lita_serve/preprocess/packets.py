@@ -27,28 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from lita_serve.preprocess.h264_refs import FrameReferences, frame_references
-
-
-@dataclass(frozen=True)
-class HeaderCuts:
-    """Needed packets that go to the decoder cut after their slice headers (:meth:`PacketLayout.header_only`)."""
-
-    positions: frozenset[int] = frozenset()
-    refs: FrameReferences | None = None
-    local: dict[int, int] = field(default_factory=dict)  # decode position -> index in what the model saw
-    length_size: int = 0
-
-    def __contains__(self, position: int) -> bool:
-        return position in self.positions
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def cut(self, data: bytes, position: int) -> bytes:
-        """Packet ``position`` with each slice NAL unit cut after its header."""
-        assert self.refs is not None and position in self.positions
-        return self.refs.header_only(data, self.local[position], self.length_size)
+from lita_serve.preprocess.h264_refs import frame_references
 
 _VCL_NAL_TYPES = frozenset(range(1, 6))  # H.264 coded slices (1..5, 5 = IDR)
 _HEVC_SUBLAYER_NONREF = frozenset(range(0, 15, 2))  # TRAIL_N, TSA_N, STSA_N, RADL_N, RASL_N, RSV_VCL_N10..14
@@ -169,23 +148,25 @@ class PacketLayout:
             gops.append([i for i in range(lo, last + 1) if self.reference[i] or self.display[i] in wanted])
         return gops
 
-    def header_only(self, wanted: set[int]) -> HeaderCuts:
+    def header_only(self, wanted: set[int]) -> dict[int, bytes]:
         """Needed packets that no wanted frame reads, directly or through others (avcC H.264 only):
-        reference frames that only have to pass through the decoder's reference buffer.
+        reference frames that only have to pass through the decoder's reference buffer. Returns
+        their decode positions, each with the packet's bytes cut after its slice headers.
 
         The model runs over the needed packets in decode order, as one decoder sees them (each
         run of a parallel decode starts at an IDR, where the model starts afresh too). Where it
         does not follow the stream exactly, nothing is cut.
         """
         if self.avcc is None:
-            return HeaderCuts()
+            return {}
         size, extradata = self.avcc
         needed = self.needed_packets(wanted)
         if all(self.display[a] < self.display[b] for a, b in zip(needed, needed[1:])):
-            return HeaderCuts()  # shown in decode order: no B-frames, every frame reads the one before
-        refs = frame_references([bytes(self.packets[pos]) for pos in needed], size, extradata)
+            return {}  # shown in decode order: no B-frames, every frame reads the one before
+        data = [bytes(self.packets[pos]) for pos in needed]
+        refs = frame_references(data, size, extradata)
         if refs is None:
-            return HeaderCuts()
+            return {}
         read = {i for i, pos in enumerate(needed) if self.display[pos] in wanted}
         stack = list(read)
         while stack:
@@ -193,8 +174,8 @@ class PacketLayout:
                 if ref not in read:
                     read.add(ref)
                     stack.append(ref)
-        cut = frozenset(pos for i, pos in enumerate(needed) if i not in read and refs.can_cut(i))
-        return HeaderCuts(cut, refs, {pos: i for i, pos in enumerate(needed)}, size)
+        return {pos: refs.header_only(data[i], i, size) for i, pos in enumerate(needed)
+                if i not in read and refs.can_cut(i)}
 
     def independent_runs(self, wanted: set[int]) -> list[list[int]]:
         """:meth:`needed_gops` grouped so that each group can go to a decoder of its own.
