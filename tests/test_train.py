@@ -27,8 +27,8 @@ from lita_serve.train.dataset import (IGNORE_INDEX, cache_features, localization
                                       make_split, sampled_frame_times, with_vocab)
 from lita_serve.train.demo_training import (MANIFEST_FILE, TOKENIZER_FILE, answer_question, boundary_bin_accuracy,
                                    build_tokenizer)
-from lita_serve.train.loop import (TrainSettings, attention_log_probs, collate, head_output, lr_factor,
-                                   train)
+from lita_serve.train.loop import (TrainSettings, attend_target_loss, attention_log_probs, collate, head_output,
+                                   lr_factor, train)
 from lita_serve.train.position_init import init_position_head
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
@@ -109,6 +109,11 @@ def test_examples_point_the_answer_at_the_event_frames(tiny_setup):
         times = sampled_frame_times(clip.duration, clip.spec.fps, cfg.lita.sample_frames)
         shown = [k for k, t in enumerate(times) if event.visible_at(t)]
         assert (first, last) == ((shown[0], shown[-1]) if shown else (first, first))
+        # the question's colour and shape words, by position in the prompt
+        colour_at, shape_at = e.name_positions
+        assert colour_at < shape_at < e.attend_from[0]
+        assert tokenizer.decode([ids[colour_at]]).strip().startswith(event.color[:2])
+        assert tokenizer.decode([ids[shape_at]]).strip().startswith(event.shape[:2])
 
 
 def test_attention_log_probs_is_the_layers_attention(tiny_setup):
@@ -158,7 +163,47 @@ def test_supervised_attention_learns_where_to_look(tiny_setup):
         assert len(values) == 30
         assert sum(values[-5:]) / 5 < 0.6 * sum(values[:5]) / 5, (part, values)
     # without the weights the loss has neither part
-    assert not {"attend_loss", "copy_loss"} & set(_logged_parts(cfg, tokenizer.bos_id, features, examples))
+    assert not {"attend_loss", "copy_loss", "route_loss"} & set(_logged_parts(cfg, tokenizer.bos_id, features,
+                                                                            examples))
+
+
+def test_attend_target_spreads_over_the_event():
+    """The attention target: 1 - spread on the boundary frame, spread evenly over the event's frames."""
+    logp = torch.log_softmax(torch.randn(1, 2, 12, generator=torch.Generator().manual_seed(0)), -1)  # [B,2,T]
+    attend_to = torch.tensor([[3, 6]])  # the event shows on positions 3..6
+    point = -(logp[0, 0, 3] + logp[0, 1, 6]) / 2
+    assert torch.allclose(attend_target_loss(logp, attend_to), point)
+    even = -(logp[0, 0, 3:7].mean() + logp[0, 1, 3:7].mean()) / 2
+    assert torch.allclose(attend_target_loss(logp, attend_to, 0.25), 0.75 * point + 0.25 * even)
+    # a head that already looks only at the boundary frames pays more once the target spreads
+    sharp = torch.full((1, 2, 12), -30.0)
+    sharp[0, 0, 3] = sharp[0, 1, 6] = 0.0
+    assert float(attend_target_loss(sharp, attend_to)) < 1e-6 < float(attend_target_loss(sharp, attend_to, 0.25))
+
+
+def test_routing_heads_learn_to_read_the_asked_name(tiny_setup):
+    """Two heads of layer 1, at the answer's time-token positions, learn to look at the question's
+    colour word and shape word: what lets the lookup that follows pick the asked event."""
+    cfg, tokenizer, features, examples, _ = tiny_setup
+    logs: list[dict] = []
+    model = build_random_model(cfg, seed=7)
+    init_position_head(model, tokenizer.bos_id)
+    settings = TrainSettings(seed=7, lr=3e-3, warmup_steps=2, batch_size=4, max_steps=30, max_seconds=1e9,
+                             log_every=1, route_loss_weight=1.0, route_layer=1, route_heads=(1, 2))
+    train(model, features, examples, settings, on_log=logs.append)
+    values = [m["route_loss"] for m in logs]
+    assert sum(values[-5:]) / 5 < 0.5 * sum(values[:5]) / 5, values
+    batch = collate(examples)
+    layer = model.decoder.model.layers[1]
+    seen = []
+    hook = layer.register_forward_pre_hook(lambda _m, args: seen.append(args))
+    with torch.no_grad():
+        table = model.encoder.mm_projector(features[batch.videos])  # [B,N_vis,H]
+        model.decoder(model.decoder.embed(batch.ids, table), torch.arange(batch.ids.shape[1]), valid=batch.valid)
+    hook.remove()
+    for word, head in enumerate((1, 2)):
+        looked = attention_log_probs(layer, seen[0][0], seen[0][1], head, batch.attend_from).argmax(-1)  # [B,2]
+        assert (looked == batch.name_positions[:, word, None]).float().mean() > 0.9, (word, looked)
 
 
 def _logged_parts(cfg, bos_id, features, examples) -> dict:

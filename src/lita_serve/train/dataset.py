@@ -74,6 +74,7 @@ class Example:
     frame_colors: tuple[tuple[int, ...], ...] = ()  # per temporal token: ids of the visible colours' words
     attend_from: tuple[int, ...] = ()  # positions whose next token is the answer's start / end time token
     attend_to: tuple[int, ...] = ()  # positions of the event's first / last visible temporal token
+    name_positions: tuple[int, ...] = ()  # positions of the question's colour word and shape word
 
 
 def make_split(out_dir: Path, count: int, seed: int, *,
@@ -210,8 +211,22 @@ def localization_examples(tokenizer: LitaTokenizer, clips: list[SampledClip], cf
                                 tuple([IGNORE_INDEX] * len(prompt) + answer_ids),
                                 tuple(range(first_visual, first_visual + len(frame_labels))), frame_labels,
                                 colors[item["video_index"]], attend_from,
-                                (first_visual + first, first_visual + last)))
+                                (first_visual + first, first_visual + last),
+                                name_positions(tokenizer, prompt, item["event"])))
     return examples
+
+
+def name_positions(tokenizer: LitaTokenizer, prompt: list[int], event: Event) -> tuple[int, int]:
+    """Positions in ``prompt`` of the first piece of the question's colour word and of its shape word
+    (the last occurrence of each: the question is the prompt's last text)."""
+    found = []
+    for word in (event.color, event.shape):
+        piece = tokenizer.encode(word, allow_special=False)[0]
+        at = [i for i, t in enumerate(prompt) if t == piece]
+        if not at:
+            raise ValueError(f"the prompt does not contain the word {word!r} as the piece {piece}")
+        found.append(at[-1])
+    return found[0], found[1]
 
 
 def visible_frame_range(clip: SampledClip, event: Event, cfg: LitaConfig) -> tuple[int, int]:

@@ -10,8 +10,9 @@ videos and of 6000 further videos that are drawn but not encoded (thousands of l
 its pooled features of every training video (decoded once); install the position-aware
 initialisation (:mod:`lita_serve.train.position_init`); train projector + decoder with AdamW on
 "When does X appear?" -> "<ta> <tb>" plus the auxiliary losses of :mod:`lita_serve.train.loop`
-(frame time tokens, colours on screen, and one head taught to look at the event's first and last
-frame and to copy that frame's time token); then evaluate the served path on the held-out set
+(frame time tokens, colours on screen, two heads taught to read the question's colour and shape
+words, and one head taught to look at the asked event -- most of all its first and last frame --
+and to copy that frame's time token); then evaluate the served path on the held-out set
 (frames -> ``encode_video`` -> server prompt ids -> greedy ``generate`` -> decode ->
 :func:`lita_serve.evaluate.score`, LITA policy, plus the boundaries' precision in time-token
 bins) and write the checkpoint in the released HF layout plus ``tokenizer.model`` and
@@ -72,7 +73,8 @@ TOWER_RENDERED_FRAMES = 10
 TOWER_SEED_OFFSET = 2_000_003  # their own seed stream: none of them is a training or held-out video
 CLASSIC_SHARE = 0.2  # training videos kept in the generator's classic dark grey look (the demo video's)
 TOWER_STEPS = 6000  # a fixed count keeps the stage deterministic
-DECODER_STEPS = 2800  # the time budget only caps slower machines
+DECODER_STEPS = 1800  # the time budget only caps slower machines
+ATTEND_SPREAD = 0.6  # share of the lookup head's target spread over the asked event's frames (train.loop)
 DEFAULT_MAX_MINUTES = 60.0  # cap on the two training stages together: the step counts end them here
 DEFAULT_THREADS = 2  # the shipped model was trained on two threads; the count is part of what makes a run reproducible
 REGENERATE_COMMAND = "python -m lita_serve.train.demo_training --out assets/demo --seed {seed}"
@@ -219,7 +221,9 @@ def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, e
         settings = settings or TrainSettings(seed=seed, lr=3e-3, batch_size=16,
                                              max_seconds=max(1.0, budget_s - tower["wall_s"]),
                                              max_steps=DECODER_STEPS, schedule_by_time=False, log_every=100,
-                                             attend_loss_weight=1.0, copy_loss_weight=1.0)
+                                             attend_loss_weight=1.0, copy_loss_weight=1.0,
+                                             attend_spread=ATTEND_SPREAD,
+                                             route_loss_weight=1.0)
         result = train(model, features, examples, settings, on_log=lambda m: _say({"phase": "train", **m}, printer))
         _save(model, tokenizer_path, tokenizer, out_dir)
         served = load_lita(out_dir, tokenizer_size=tokenizer.vocab_size)  # evaluate what was saved

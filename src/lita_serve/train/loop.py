@@ -6,7 +6,8 @@ the model's own ``mm_projector`` into a per-row prompt table and runs the decode
 server's prompt ids, so training sees exactly the embeddings served requests see. The loss is
 the next-token cross entropy on the answer tokens only (labels -100 elsewhere), plus auxiliary
 terms that a small decoder trained from scratch needs (a pretrained LLM has them already): the
-time token of each frame, the colours on screen, and where the answer should look.
+time token of each frame, the colours on screen, where the answer should look, and which
+question words it should read.
 
 Determinism: one ``torch.Generator`` seeded from ``seed`` orders the data, parameters are
 initialised by the caller from a seed, and ``torch.use_deterministic_algorithms`` is enabled for
@@ -57,7 +58,13 @@ class TrainSettings:
     attend_loss_weight: float = 0.0  # weight of the supervised-attention loss (0 disables it)
     attend_layer: int = 2  # decoder layer whose head ``attend_head`` is taught where to look
     attend_head: int = 0
+    # share of the attention target spread evenly over every frame that shows the event (the rest
+    # stays on the first / last frame): the whole event teaches which frames hold the asked name
+    attend_spread: float = 0.0
     copy_loss_weight: float = 0.0  # weight of "what that head copies from frame k names <tk>" (0 disables it)
+    route_loss_weight: float = 0.0  # weight of "the answer positions read the asked colour and shape words"
+    route_layer: int = 1  # decoder layer whose ``route_heads`` are taught to read the question's name
+    route_heads: tuple[int, int] = (1, 2)  # (colour head, shape head) of ``route_layer``
 
 
 @dataclass
@@ -79,6 +86,7 @@ class Batch:
     frame_colors: Tensor  # [B,F,K] long, word ids of the colours on screen (IGNORE_INDEX padding)
     attend_from: Tensor  # [B,2] long, positions whose next token is the answer's start / end time token
     attend_to: Tensor  # [B,2] long, positions of the event's first / last visible temporal token
+    name_positions: Tensor  # [B,2] long, positions of the question's colour word and shape word
 
 
 def collate(examples: Sequence[Example]) -> Batch:
@@ -98,7 +106,8 @@ def collate(examples: Sequence[Example]) -> Batch:
                  torch.tensor([e.frame_colors for e in examples], dtype=torch.long).reshape(len(examples), -1,
                                                                                             MAX_VISIBLE),
                  torch.tensor([e.attend_from for e in examples], dtype=torch.long).reshape(len(examples), -1),
-                 torch.tensor([e.attend_to for e in examples], dtype=torch.long).reshape(len(examples), -1))
+                 torch.tensor([e.attend_to for e in examples], dtype=torch.long).reshape(len(examples), -1),
+                 torch.tensor([e.name_positions for e in examples], dtype=torch.long).reshape(len(examples), -1))
 
 
 def color_loss(frame_logits: Tensor, colors: Tensor) -> Tensor:
@@ -121,24 +130,36 @@ def batch_loss(model: LitaModel, features: Tensor, batch: Batch, settings: Train
     * colour: the same logits name the colours on screen in that frame;
     * attend: one head (``attend_layer``/``attend_head``) at the position that emits the answer's
       start (end) time token puts its attention on the event's first (last) visible frame --
-      the lookup the answer has to learn, taught directly instead of through the answer alone;
+      the lookup the answer has to learn, taught directly instead of through the answer alone.
+      With ``attend_spread``, that share of the target is spread evenly over every frame showing
+      the event. A single target frame taught
+      where events begin but not which one was asked: the head put the same weights on every
+      event's first frame whatever the question. Every frame of the event says which frames
+      hold the asked name. What the head copies is a mix of time-token logits, so the answer
+      still peaks at the heaviest frame;
     * copy: what that head writes into the residual stream when it looks at frame k, read out
       through the final norm and ``lm_head``, names ``<tk>``. Attention alone found the right
       frame but copied a blurred time (several neighbouring tokens likely); this makes the
-      looked-up frame's time come out as its own token.
+      looked-up frame's time come out as its own token;
+    * route: two heads of ``route_layer``, at the same answer positions, look at the question's
+      colour word and shape word, so the lookup's query carries the asked name.
     """
     table = model.encoder.mm_projector(features[batch.videos])  # [B,N_vis,H]
     embeds = model.decoder.embed(batch.ids, table)  # [B,T,H]
     positions = torch.arange(batch.ids.shape[1])
     attend = ((settings.attend_loss_weight > 0 and batch.attend_from.numel() > 0)
               or (settings.copy_loss_weight > 0 and batch.frame_positions.numel() > 0))
+    route = settings.route_loss_weight > 0 and batch.name_positions.numel() > 0
     layer = model.decoder.model.layers[settings.attend_layer]
+    route_layer = model.decoder.model.layers[settings.route_layer]
     layer_inputs: list[tuple] = []
-    hook = layer.register_forward_pre_hook(lambda _module, args: layer_inputs.append(args)) if attend else None
+    route_inputs: list[tuple] = []
+    hooks = ([layer.register_forward_pre_hook(lambda _module, args: layer_inputs.append(args))] if attend else []) + (
+        [route_layer.register_forward_pre_hook(lambda _module, args: route_inputs.append(args))] if route else [])
     try:
         logits = model.decoder(embeds, positions, valid=batch.valid)  # [B,T,V]
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
     answer = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
     parts = {"answer_loss": float(answer.detach())}
@@ -156,7 +177,7 @@ def batch_loss(model: LitaModel, features: Tensor, batch: Batch, settings: Train
     if layer_inputs and settings.attend_loss_weight > 0:
         x, step = layer_inputs[0][0], layer_inputs[0][1]
         logp = attention_log_probs(layer, x, step, settings.attend_head, batch.attend_from)  # [B,2,T]
-        looked = -logp.gather(-1, batch.attend_to[..., None]).mean()
+        looked = attend_target_loss(logp, batch.attend_to, settings.attend_spread)
         parts["attend_loss"] = float(looked.detach())
         total = total + settings.attend_loss_weight * looked
     if layer_inputs and settings.copy_loss_weight > 0:
@@ -166,7 +187,33 @@ def batch_loss(model: LitaModel, features: Tensor, batch: Batch, settings: Train
         copy = F.cross_entropy(copy_logits.flatten(0, 1).float(), batch.frame_labels.flatten())
         parts["copy_loss"] = float(copy.detach())
         total = total + settings.copy_loss_weight * copy
+    if route_inputs:
+        x, step = route_inputs[0][0], route_inputs[0][1]
+        read = []
+        for word, head in enumerate(settings.route_heads):
+            logp = attention_log_probs(route_layer, x, step, head, batch.attend_from)  # [B,2,T]
+            read.append(-logp.gather(-1, batch.name_positions[:, word, None, None].expand(-1, logp.shape[1], 1)).mean())
+        routed = sum(read) / len(read)
+        parts["route_loss"] = float(routed.detach())
+        total = total + settings.route_loss_weight * routed
     return total, parts
+
+
+def attend_target_loss(logp: Tensor, attend_to: Tensor, spread: float = 0.0) -> Tensor:
+    """Cross entropy of attention log-weights against where the answer should look; a scalar.
+
+    logp: [B,2,T] log attention weights of the start and end queries; attend_to: [B,2] positions
+    of the event's first and last frame. The target puts ``1 - spread`` on the start query's
+    first frame (the end query's last frame) and ``spread`` evenly over every frame from first to
+    last.
+    """
+    looked = -logp.gather(-1, attend_to[..., None]).mean()
+    if spread <= 0:
+        return looked
+    seen = torch.arange(logp.shape[-1])  # [T]
+    shown = (seen >= attend_to[:, :1, None]) & (seen <= attend_to[:, 1:, None])  # [B,1,T]
+    over_event = -(logp.masked_fill(~shown, 0.0).sum(-1) / shown.sum(-1)).mean()  # shown broadcasts over [B,2,T]
+    return (1 - spread) * looked + spread * over_event
 
 
 def head_output(layer: torch.nn.Module, x: Tensor, head: int) -> Tensor:
