@@ -168,17 +168,27 @@ def test_supervised_attention_learns_where_to_look(tiny_setup):
 
 
 def test_attend_target_spreads_over_the_event():
-    """The attention target: 1 - spread on the boundary frame, spread evenly over the event's frames."""
+    """The attention target: 1 - spread on the event's first frame (start) and on the first frame
+    after it (end), spread evenly over the event's frames."""
     logp = torch.log_softmax(torch.randn(1, 2, 12, generator=torch.Generator().manual_seed(0)), -1)  # [B,2,T]
     attend_to = torch.tensor([[3, 6]])  # the event shows on positions 3..6
-    point = -(logp[0, 0, 3] + logp[0, 1, 6]) / 2
-    assert torch.allclose(attend_target_loss(logp, attend_to), point)
+    last_frame = torch.tensor([11])
+    point = -(logp[0, 0, 3] + logp[0, 1, 7]) / 2
+    assert torch.allclose(attend_target_loss(logp, attend_to, last_frame), point)
     even = -(logp[0, 0, 3:7].mean() + logp[0, 1, 3:7].mean()) / 2
-    assert torch.allclose(attend_target_loss(logp, attend_to, 0.25), 0.75 * point + 0.25 * even)
-    # a head that already looks only at the boundary frames pays more once the target spreads
+    assert torch.allclose(attend_target_loss(logp, attend_to, last_frame, 0.25), 0.75 * point + 0.25 * even)
+    # an event that lasts to the video's last frame: the end query looks at that frame
+    assert torch.allclose(attend_target_loss(logp, torch.tensor([[3, 11]]), last_frame),
+                          -(logp[0, 0, 3] + logp[0, 1, 11]) / 2)
+    # a head that already looks only at the target frames pays more once the target spreads
     sharp = torch.full((1, 2, 12), -30.0)
-    sharp[0, 0, 3] = sharp[0, 1, 6] = 0.0
-    assert float(attend_target_loss(sharp, attend_to)) < 1e-6 < float(attend_target_loss(sharp, attend_to, 0.25))
+    sharp[0, 0, 3] = sharp[0, 1, 7] = 0.0
+    assert (float(attend_target_loss(sharp, attend_to, last_frame)) < 1e-6
+            < float(attend_target_loss(sharp, attend_to, last_frame, 0.25)))
+    # one aimed at the event's last frame for the end pays for it
+    late = torch.full((1, 2, 12), -30.0)
+    late[0, 0, 3] = late[0, 1, 6] = 0.0
+    assert float(attend_target_loss(late, attend_to, last_frame)) > 10
 
 
 def test_routing_heads_learn_to_read_the_asked_name(tiny_setup):
@@ -269,8 +279,10 @@ def test_demo_manifest_records_the_measurement():
     held = manifest["heldout"]
     assert held["count"] >= 100
     assert held["mIoU"] >= 0.5 and held["mIoU"] > held["random_mIoU"] + 0.2
-    assert held["within_1_bin"] >= 0.6  # boundaries, in time-token bins
-    assert manifest["train_wall_s"] <= 11 * 60 and manifest["stopped_by"] == "max_steps"
+    # boundaries, in time-token bins, on held-out videos in the varied training looks
+    assert held["within_1_bin"] >= 0.5
+    # tower and decoder stages on two CPU threads, each stopped by its step count
+    assert manifest["train_wall_s"] <= 20 * 60 and manifest["stopped_by"] == "max_steps"
 
 
 @pytest.mark.parametrize(("event", "duration"), [

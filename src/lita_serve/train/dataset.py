@@ -16,7 +16,7 @@ Pipeline (each step deterministic given its seed):
    prompt (visual positions included), as LITA masks its training targets. Auxiliary targets
    ride along (see :mod:`lita_serve.train.loop`): at the temporal visual tokens, the frame's own
    time token and the words of the colours on screen in that frame; for the answer, the
-   positions of the event's first and last visible frame, where its time tokens should look.
+   positions of the event's first and last visible frame, from which its time tokens learn where to look.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ its pooled features of every training video (decoded once); install the position
 initialisation (:mod:`lita_serve.train.position_init`); train projector + decoder with AdamW on
 "When does X appear?" -> "<ta> <tb>" plus the auxiliary losses of :mod:`lita_serve.train.loop`
 (frame time tokens, colours on screen, two heads taught to read the question's colour and shape
-words, and one head taught to look at the asked event -- most of all its first and last frame --
+words, and one head taught to look at the asked event -- most of all its first frame and the frame after it --
 and to copy that frame's time token); then evaluate the served path on the held-out set
 (frames -> ``encode_video`` -> server prompt ids -> greedy ``generate`` -> decode ->
 :func:`lita_serve.evaluate.score`, LITA policy, plus the boundaries' precision in time-token

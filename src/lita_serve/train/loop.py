@@ -129,14 +129,14 @@ def batch_loss(model: LitaModel, features: Tensor, batch: Batch, settings: Train
       state carries "where am I", which the answer then copies;
     * colour: the same logits name the colours on screen in that frame;
     * attend: one head (``attend_layer``/``attend_head``) at the position that emits the answer's
-      start (end) time token puts its attention on the event's first (last) visible frame --
-      the lookup the answer has to learn, taught directly instead of through the answer alone.
-      With ``attend_spread``, that share of the target is spread evenly over every frame showing
-      the event. A single target frame taught
-      where events begin but not which one was asked: the head put the same weights on every
-      event's first frame whatever the question. Every frame of the event says which frames
-      hold the asked name. What the head copies is a mix of time-token logits, so the answer
-      still peaks at the heaviest frame;
+      start (end) time token puts its attention on the event's first frame (the first frame after
+      it) -- the lookup the answer has to learn, taught directly instead of through the answer
+      alone (see :func:`attend_target_loss`). With ``attend_spread``, that share of the target is
+      spread evenly over every frame showing the event. A single target frame taught where
+      events begin but not which one was asked: the head put the same weights on every event's
+      first frame whatever the question. Every frame of the event says which frames hold the
+      asked name. What the head copies is a mix of time-token logits, so the answer still peaks
+      at the heaviest frame;
     * copy: what that head writes into the residual stream when it looks at frame k, read out
       through the final norm and ``lm_head``, names ``<tk>``. Attention alone found the right
       frame but copied a blurred time (several neighbouring tokens likely); this makes the
@@ -177,7 +177,7 @@ def batch_loss(model: LitaModel, features: Tensor, batch: Batch, settings: Train
     if layer_inputs and settings.attend_loss_weight > 0:
         x, step = layer_inputs[0][0], layer_inputs[0][1]
         logp = attention_log_probs(layer, x, step, settings.attend_head, batch.attend_from)  # [B,2,T]
-        looked = attend_target_loss(logp, batch.attend_to, settings.attend_spread)
+        looked = attend_target_loss(logp, batch.attend_to, batch.frame_positions[:, -1], settings.attend_spread)
         parts["attend_loss"] = float(looked.detach())
         total = total + settings.attend_loss_weight * looked
     if layer_inputs and settings.copy_loss_weight > 0:
@@ -199,15 +199,23 @@ def batch_loss(model: LitaModel, features: Tensor, batch: Batch, settings: Train
     return total, parts
 
 
-def attend_target_loss(logp: Tensor, attend_to: Tensor, spread: float = 0.0) -> Tensor:
+def attend_target_loss(logp: Tensor, attend_to: Tensor, last_frame: Tensor, spread: float = 0.0) -> Tensor:
     """Cross entropy of attention log-weights against where the answer should look; a scalar.
 
     logp: [B,2,T] log attention weights of the start and end queries; attend_to: [B,2] positions
-    of the event's first and last frame. The target puts ``1 - spread`` on the start query's
-    first frame (the end query's last frame) and ``spread`` evenly over every frame from first to
-    last.
+    of the event's first and last frame; last_frame: [B] position of the video's last frame.
+
+    The target puts ``1 - spread`` on the start query's first frame of the event and on the end
+    query's first frame *after* it (its last frame when the event runs to the end), and
+    ``spread`` evenly over every frame from first to last. Attention is causal: a frame's key
+    sees the frames before it, never after, so the first frame of an event can tell that it just
+    appeared, and only the frame after the last one can tell that it just vanished. Aimed at the
+    last frame itself, the end lookup only found frames that show the event, and the end time
+    came out spread over several bins. The end label rounds to the last frame's time token or the
+    next one, so the frame after the event is as good a target as its last frame.
     """
-    looked = -logp.gather(-1, attend_to[..., None]).mean()
+    point = torch.stack([attend_to[:, 0], torch.minimum(attend_to[:, 1] + 1, last_frame)], -1)  # [B,2]
+    looked = -logp.gather(-1, point[..., None]).mean()
     if spread <= 0:
         return looked
     seen = torch.arange(logp.shape[-1])  # [T]
