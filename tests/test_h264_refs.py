@@ -251,9 +251,9 @@ def test_data_partitioned_slices_keep_every_reference(clips):
     assert frame_references(packets, length, extradata) is not None
     for kind in (2, 3, 4):
         partition = bytes([0x40 | kind]) + b"\x88\x84"  # nal_ref_idc 2, a few payload bytes
-        damaged = list(packets)
-        damaged[1] = bytes(damaged[1]) + len(partition).to_bytes(length, "big") + partition
-        assert frame_references(damaged, length, extradata) is None, kind
+        partitioned = list(packets)
+        partitioned[1] = bytes(partitioned[1]) + len(partition).to_bytes(length, "big") + partition
+        assert frame_references(partitioned, length, extradata) is None, kind
 
 
 def test_damaged_packets_never_raise(clips):

@@ -358,7 +358,7 @@ def _decode_parallel(src: VideoSource, packets, layout: PacketLayout, shares: li
 
 
 def _decode_selected(codec, packets, layout: PacketLayout, positions: list[int], slots: dict[int, list[int]],
-                     out: _Frames, src: VideoSource, headers: Mapping[int, bytes] = _NO_CUTS) -> int:
+                     out: _Frames, src: VideoSource, headers: Mapping[int, bytes]) -> int:
     """Feed ``packets[positions]`` to ``codec``; put the frames ``slots`` wants into ``out``; -> frames decoded.
 
     Where the decoder can tell non-reference frames itself (:data:`DECODER_DROPS_NONREF`), every
