@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -304,3 +306,33 @@ def test_demo_checkpoint_localizes_an_unseen_event(demo_model, tmp_path, event, 
         # 100 frames, one per time token; on single-event held-out videos nearly all ends are within 2 bins
         assert abs(seconds_to_index(got, video.duration, n) - seconds_to_index(want, video.duration, n)) <= 2, text
     assert temporal_iou((seg.start, seg.end), (event.start_s, event.end_s)) >= 0.8
+
+
+@pytest.mark.parametrize(("background", "size", "circle"), [
+    ("color=c=0xc8c8c8:s=640x360:r=25", "640x360", 60),  # light grey: the first background users tried
+    ("color=c=0x808080:s=480x270:r=24", "480x270", 50),
+], ids=["light_grey", "mid_grey"])
+def test_demo_checkpoint_localizes_a_circle_drawn_by_ffmpeg(demo_model, tmp_path, background, size, circle):
+    """A red circle over a plain background, visible from 6.0 s to 14.5 s of 24 s, drawn by ffmpeg's own
+    filters (not the training generator: other sizes, frame rates, circle edge and encoder settings)."""
+    model, tokenizer = demo_model
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("this test needs the ffmpeg command line (`make media-deps` installs it)")
+    disc = (f"color=c=red:s={circle}x{circle}:d=24,format=rgba,"
+            "geq=r='255':g='0':b='0':a='if(lte(hypot(X-W/2,Y-H/2),W/2),255,0)'")
+    path = tmp_path / f"circle_{size}.mp4"
+    subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", background,
+                    "-f", "lavfi", "-i", disc, "-filter_complex",
+                    "[0:v][1:v]overlay=x=main_w*0.3:y=main_h*0.35:enable='between(t,6,14.5)'",
+                    "-t", "24", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    video = sample_video_for(path, model.config)
+    table = model.encode_video(torch.from_numpy(video.frames))  # [N_vis, H]
+    text = answer_question(model, tokenizer, table, "When does the red circle appear?")
+    parsed = parse_time_tokens(text, video.duration)
+    assert len(parsed.segments) >= 1, text
+    seg = parsed.segments[0]
+    n = model.config.lita.num_time_tokens
+    for got, want in ((seg.start, 6.0), (seg.end, 14.5)):
+        assert abs(seconds_to_index(got, video.duration, n) - seconds_to_index(want, video.duration, n)) <= 1, text
+    assert temporal_iou((seg.start, seg.end), (6.0, 14.5)) >= 0.9
