@@ -30,7 +30,7 @@ HELDOUT_FAMILIES = ("checker",)  # a 2-D periodic pattern: never drawn for train
 MIN_SHAPE_CONTRAST = 110.0  # RGB distance a shape's colour keeps from every background colour
 # SMPTE-like bar colours (75 % intensity); the test card blends them towards grey.
 _CARD_BARS = ((191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191))
-_DEMO_GREY = 64  # the generator's classic dark grey: one plain look in eight keeps it exactly
+BACKGROUND_GRAY = 64  # the generator's classic dark grey: every shape colour stands out against it
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,8 @@ def random_look(rng: np.random.Generator, families: tuple[str, ...] = TRAINING_F
     """Draw a look from ``families`` with random colours, motion and camera effects."""
     family = str(rng.choice(families))
     base = _random_color(rng)
-    if family == "plain" and rng.random() < 0.125:
-        base = (_DEMO_GREY, _DEMO_GREY, _DEMO_GREY)
+    if family == "plain" and rng.random() < 0.125:  # one plain look in eight keeps the classic grey exactly
+        base = (BACKGROUND_GRAY, BACKGROUND_GRAY, BACKGROUND_GRAY)
     colors: list[tuple[int, int, int]] = [base]
     if family in ("gradient", "stripes", "checker"):
         colors.append(_random_color(rng))

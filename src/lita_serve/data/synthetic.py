@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lita_serve.data.looks import Look, apply_look, background, random_look, textured
+from lita_serve.data.looks import BACKGROUND_GRAY, Look, apply_look, background, random_look, textured
 from lita_serve.preprocess.frame_sampling import crop_and_normalize, frame_indices
 
 SHAPES = ("circle", "square", "triangle")
@@ -36,7 +36,6 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "orange": (245, 140, 10),
 }
 BACKGROUNDS = ("plain", "noise")
-BACKGROUND_GRAY = 64  # dark grey: every shape colour stands out against it
 NOISE_AMPLITUDE = 12  # +- grey levels of the "noise" background
 
 
@@ -153,10 +152,7 @@ def render_frame(spec: VideoSpec, index: int, rng: np.random.Generator | None = 
         rng = rng if rng is not None else np.random.default_rng(spec.seed + index)
         noise = rng.integers(-NOISE_AMPLITUDE, NOISE_AMPLITUDE + 1, (spec.height, spec.width, 1))
         frame[:] = np.clip(BACKGROUND_GRAY + noise, 0, 255).astype(np.uint8)
-    for event in spec.events:  # later events are drawn on top
-        if event.visible_at(t):
-            frame[event_mask(event, t, spec.width, spec.height)] = COLORS[event.state_at(t)[2]]
-    return frame
+    return _draw_events(spec, t, frame)
 
 
 def _render_look_frame(spec: VideoSpec, t: float, rng: np.random.Generator) -> np.ndarray:
@@ -164,10 +160,15 @@ def _render_look_frame(spec: VideoSpec, t: float, rng: np.random.Generator) -> n
     look = spec.look
     assert look is not None
     frame = textured(look, background(look, t, spec.width, spec.height), rng)  # [H,W,3] float32
+    return apply_look(look, _draw_events(spec, t, frame), t, rng)
+
+
+def _draw_events(spec: VideoSpec, t: float, frame: np.ndarray) -> np.ndarray:
+    """``frame`` [H,W,3] with the shapes of ``spec`` on screen at ``t`` painted in (later events on top)."""
     for event in spec.events:
         if event.visible_at(t):
             frame[event_mask(event, t, spec.width, spec.height)] = COLORS[event.state_at(t)[2]]
-    return apply_look(look, frame, t, rng)
+    return frame
 
 
 def sampled_pixels(spec: VideoSpec, num_frames: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -265,48 +266,40 @@ def random_video_spec(
     :class:`Look` from those families, its shapes vary in size and (slightly) in position, and
     only colours that stand out against the look's background colours are drawn.
     """
-    if looks is not None:
-        return _random_look_spec(rng, duration_range, fps_range, resolutions, max_events, min_event_s, looks)
     duration = float(np.round(rng.uniform(*duration_range), 1))
     fps = int(rng.integers(fps_range[0], fps_range[1] + 1))
     width, height = resolutions[int(rng.integers(len(resolutions)))]
+    look = random_look(rng, looks) if looks is not None else None
     num_events = int(rng.integers(1, min(max_events, len(_SLOTS)) + 1))
     names = [(s, c) for s in SHAPES for c in COLORS]
+    if look is not None:
+        standing_out = [(s, c) for s, c in names if look.contrasts_with(COLORS[c])]
+        names = standing_out if len(standing_out) >= num_events else names
     picks = rng.choice(len(names), size=num_events, replace=False)
     slots = rng.permutation(len(_SLOTS))[:num_events]
-    events = [_random_event(rng, duration, names[p], _SLOTS[s], min_event_s) for p, s in zip(picks, slots)]
+    events = [_random_event(rng, duration, names[p], _SLOTS[s], min_event_s) if look is None
+              else _random_look_event(rng, duration, names[p], _SLOTS[s], min_event_s, look)
+              for p, s in zip(picks, slots)]
     events.sort(key=lambda e: (e.start_s, e.end_s))
+    background = str(rng.choice(BACKGROUNDS)) if look is None else look.family
     return VideoSpec(duration_s=duration, fps=fps, width=width, height=height, events=events,
-                     background=str(rng.choice(BACKGROUNDS)), seed=int(rng.integers(2**31)))
+                     background=background, seed=int(rng.integers(2**31)), look=look)
 
 
 SHAPE_SIZE_RANGE = (0.09, 0.17)  # radius / shorter side, for videos with a look
 SLOT_JITTER = 0.04  # +- fraction of the frame a slot's centre moves, for videos with a look
 
 
-def _random_look_spec(rng: np.random.Generator, duration_range: tuple[float, float], fps_range: tuple[int, int],
-                      resolutions: tuple[tuple[int, int], ...], max_events: int, min_event_s: float,
-                      looks: tuple[str, ...]) -> VideoSpec:
-    duration = float(np.round(rng.uniform(*duration_range), 1))
-    fps = int(rng.integers(fps_range[0], fps_range[1] + 1))
-    width, height = resolutions[int(rng.integers(len(resolutions)))]
-    look = random_look(rng, looks)
-    num_events = int(rng.integers(1, min(max_events, len(_SLOTS)) + 1))
-    names = [(s, c) for s in SHAPES for c in COLORS if look.contrasts_with(COLORS[c])]
-    names = names if len(names) >= num_events else [(s, c) for s in SHAPES for c in COLORS]
-    picks = rng.choice(len(names), size=num_events, replace=False)
-    slots = rng.permutation(len(_SLOTS))[:num_events]
-    events = []
-    for p, s in zip(picks, slots):
-        jitter = rng.uniform(-SLOT_JITTER, SLOT_JITTER, 2)
-        slot = (float(_SLOTS[s][0] + jitter[0]), float(_SLOTS[s][1] + jitter[1]))
-        event = _random_event(rng, duration, names[p], slot, min_event_s, float(rng.uniform(*SHAPE_SIZE_RANGE)))
-        if event.end_color is not None and not look.contrasts_with(COLORS[event.end_color]):
-            event = dataclasses.replace(event, end_color=None)
-        events.append(event)
-    events.sort(key=lambda e: (e.start_s, e.end_s))
-    return VideoSpec(duration_s=duration, fps=fps, width=width, height=height, events=events,
-                     background=look.family, seed=int(rng.integers(2**31)), look=look)
+def _random_look_event(rng: np.random.Generator, duration_s: float, name: tuple[str, str], slot: tuple[float, float],
+                       min_event_s: float, look: Look) -> Event:
+    """:func:`_random_event` for a video with ``look``: a varied size, a jittered slot, and no
+    colour change into a colour that does not stand out against the background."""
+    jitter = rng.uniform(-SLOT_JITTER, SLOT_JITTER, 2)
+    slot = (float(slot[0] + jitter[0]), float(slot[1] + jitter[1]))
+    event = _random_event(rng, duration_s, name, slot, min_event_s, float(rng.uniform(*SHAPE_SIZE_RANGE)))
+    if event.end_color is not None and not look.contrasts_with(COLORS[event.end_color]):
+        event = dataclasses.replace(event, end_color=None)
+    return event
 
 
 def questions_for(spec: VideoSpec) -> list[dict]:

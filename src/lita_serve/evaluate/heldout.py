@@ -39,12 +39,11 @@ SPLITS: dict[str, tuple[tuple[str, ...], int]] = {
 }
 
 
-def write_heldout_set(out_dir: Path, num_videos: int = 60,
-                      splits: dict[str, tuple[tuple[str, ...], int]] | None = None) -> Path:
+def write_heldout_set(out_dir: Path, num_videos: int = 60) -> Path:
     """Encode ``num_videos`` videos per split under ``out_dir/videos`` and write ``out_dir/prompts.jsonl``."""
     video_dir = out_dir / "videos"
     rows = []
-    for split, (looks, seed) in (SPLITS if splits is None else splits).items():
+    for split, (looks, seed) in SPLITS.items():
         for spec in make_split(video_dir, num_videos, seed, looks=looks):
             for q in questions_for(spec):
                 if q["task"] != "event_localization":

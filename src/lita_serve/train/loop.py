@@ -59,7 +59,7 @@ class TrainSettings:
     attend_layer: int = 2  # decoder layer whose head ``attend_head`` is taught where to look
     attend_head: int = 0
     # share of the attention target spread evenly over every frame that shows the event (the rest
-    # stays on the first / last frame): the whole event teaches which frames hold the asked name
+    # stays on its first frame / the frame after it): the whole event teaches which frames hold the asked name
     attend_spread: float = 0.0
     copy_loss_weight: float = 0.0  # weight of "what that head copies from frame k names <tk>" (0 disables it)
     route_loss_weight: float = 0.0  # weight of "the answer positions read the asked colour and shape words"
