@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from lita_serve.demo import demo_assets
 from lita_serve.evaluate.baselines import (
     MEAN_SPAN, RANDOM, WHOLE_VIDEO, baseline_scores, baselines_line, best_baseline, mean_relative_span,
 )
 from lita_serve.evaluate.scorer import score
+from lita_serve.evaluate.heldout import training_relative_span
+from lita_serve.train.dataset import draw_specs
+from lita_serve.train.demo_training import MANIFEST_FILE
 
 
 def _records():
@@ -41,3 +47,13 @@ def test_whole_video_and_mean_span_scored_per_video_like_the_model():
     assert best_baseline(scores["y"])["name"] == WHOLE_VIDEO
     line = baselines_line(scores["all"])
     assert line.startswith("baselines mIoU") and "whole video 0.650" in line and "mean span" in line
+
+
+def test_mean_span_is_that_of_the_set_the_shipped_model_trained_on():
+    """The eval's mean-span baseline comes from the training videos as the manifest of the shipped
+    demo model records them (seed, count, look families, classic share)."""
+    manifest = json.loads((demo_assets() / MANIFEST_FILE).read_text())
+    specs = draw_specs(manifest["train_videos"], manifest["seed"], looks=tuple(manifest["train_looks"]),
+                       classic_share=manifest["classic_share"])
+    trained_on = mean_relative_span((e.start_s, e.end_s, s.duration_s) for s in specs for e in s.events)
+    assert training_relative_span() == pytest.approx(trained_on, abs=1e-12)

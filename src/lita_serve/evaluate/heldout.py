@@ -58,9 +58,9 @@ def write_heldout_set(out_dir: Path, num_videos: int = 60) -> Path:
 
 def training_relative_span() -> tuple[float, float]:
     """The demo model's training set's mean relative span (its spec stream, redrawn without encoding)."""
-    from lita_serve.train.demo_training import DEFAULT_TRAIN_VIDEOS  # noqa: PLC0415 - heavy, eval only
+    from lita_serve.train.demo_training import DEFAULT_TRAIN_VIDEOS, TRAINING_DRAW  # noqa: PLC0415 - heavy, eval only
 
-    specs = draw_specs(DEFAULT_TRAIN_VIDEOS, 0, looks=TRAINING_FAMILIES)
+    specs = draw_specs(DEFAULT_TRAIN_VIDEOS, 0, **TRAINING_DRAW)
     return mean_relative_span((e.start_s, e.end_s, s.duration_s) for s in specs for e in s.events)
 
 

@@ -72,6 +72,8 @@ TOWER_RENDERED_VIDEOS = 6000  # further videos, drawn but not encoded, whose fra
 TOWER_RENDERED_FRAMES = 10
 TOWER_SEED_OFFSET = 2_000_003  # their own seed stream: none of them is a training or held-out video
 CLASSIC_SHARE = 0.2  # training videos kept in the generator's classic dark grey look (the demo video's)
+# how the training split and the trainer's held-out split are drawn (draw_specs / make_split keywords)
+TRAINING_DRAW: dict[str, Any] = {"looks": TRAINING_FAMILIES, "classic_share": CLASSIC_SHARE}
 TOWER_STEPS = 6000  # a fixed count keeps the stage deterministic
 DECODER_STEPS = 1800  # the time budget only caps slower machines
 ATTEND_SPREAD = 0.6  # share of the lookup head's target spread over the asked event's frames (train.loop)
@@ -202,9 +204,8 @@ def _train_demo(out_dir: Path, seed: int, max_minutes: float, num_videos: int, e
     with tempfile.TemporaryDirectory(prefix="lita-train-demo-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
-        train_specs = make_split(work / "train", num_videos, seed, looks=TRAINING_FAMILIES, classic_share=CLASSIC_SHARE)
-        eval_specs = make_split(work / "heldout", eval_videos, seed + EVAL_SEED_OFFSET, looks=TRAINING_FAMILIES,
-                                classic_share=CLASSIC_SHARE)
+        train_specs = make_split(work / "train", num_videos, seed, **TRAINING_DRAW)
+        eval_specs = make_split(work / "heldout", eval_videos, seed + EVAL_SEED_OFFSET, **TRAINING_DRAW)
         _say({"phase": "videos", "seconds": round(time.perf_counter() - start, 1)}, printer)
         tokenizer_path = build_tokenizer(train_specs, work, base_cfg.lita.lita_version, base_cfg.lita.num_time_tokens)
         tokenizer = LitaTokenizer.from_file(tokenizer_path, base_cfg.lita.num_time_tokens)
