@@ -11,12 +11,12 @@ shown size, whose answer it must match.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from videos import ffmpeg_binary
 
 DURATION_S = 24.0
 EVENT_S = (6.0, 14.5)
@@ -126,9 +126,7 @@ def _source_size(spec: MediaSpec) -> tuple[int, int]:
 
 def make(spec: MediaSpec, folder: Path) -> Path:
     """Encode ``spec`` into ``folder`` with the ffmpeg command line; -> the file."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise RuntimeError("the media matrix needs the ffmpeg command line (`make media-deps` installs it)")
+    ffmpeg = ffmpeg_binary()
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{spec.name}{spec.suffix}"
     encoded = out if not (spec.rotate or spec.display_matrix) else folder / f"{spec.name}.stored{spec.suffix}"
@@ -175,7 +173,7 @@ def _remux_with_matrix(source: Path, target: Path, matrix: tuple[int, ...]) -> N
 def player_frame(path: Path, index: int, size: tuple[int, int]) -> np.ndarray:
     """Frame ``index`` (display order) as the ffmpeg command line shows it (autorotate on): uint8
     [H, W, 3] for the shown ``size``."""
-    raw = subprocess.run([shutil.which("ffmpeg"), "-hide_banner", "-loglevel", "error", "-i", str(path),
+    raw = subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-i", str(path),
                           "-vf", f"select=eq(n\\,{index})", "-frames:v", "1", "-f", "rawvideo",
                           "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
     width, height = size
@@ -192,7 +190,7 @@ class BadFile:
 
 def bad_files(good: Path, folder: Path) -> list[BadFile]:
     """Files a service will be sent that are not videos, made from ``good`` and with ffmpeg."""
-    ffmpeg = shutil.which("ffmpeg")
+    ffmpeg = ffmpeg_binary()
     audio = folder / "audio_only.m4a"
     subprocess.run([ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "sine=frequency=440:duration=2", "-c:a", "aac", str(audio)], check=True)

@@ -15,7 +15,6 @@ every syntax element with its bit position.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import av
 import numpy as np
 import pytest
 from test_media_matrix import _every_frame_then_pick
+from videos import ffmpeg_binary
 
 from lita_serve.preprocess.frame_decode import decode_pyav
 from lita_serve.preprocess.h264_refs import (
@@ -45,9 +45,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise RuntimeError("these tests need the ffmpeg command line (`make media-deps` installs it)")
+    ffmpeg = ffmpeg_binary()
     folder = tmp_path_factory.mktemp("h264_refs")
     out = {}
     for name, args in VARIANTS.items():
@@ -96,7 +94,7 @@ _FIELD = re.compile(r"^\[trace_headers @ [0-9a-fx]+\] (\d+)\s+(\w+(?:\[\d+\])*)\
 
 def _ffmpeg_slices(path: Path) -> list[dict]:
     """Every slice header as FFmpeg's trace_headers prints it."""
-    trace = subprocess.run([shutil.which("ffmpeg"), "-hide_banner", "-v", "verbose", "-i", str(path), "-c", "copy",
+    trace = subprocess.run([ffmpeg_binary(), "-hide_banner", "-v", "verbose", "-i", str(path), "-c", "copy",
                             "-bsf:v", "trace_headers", "-f", "null", "-"], capture_output=True, text=True,
                            timeout=120).stderr
     nals: list[list[tuple[int, str, str, int]]] = []

@@ -2,10 +2,12 @@
 
 Every helper writes an actual file with PyAV (libx264 / aac / png), so the decoders under test
 see exactly what a user would upload. Import from tests as ``from videos import make_mp4``.
+Tests that encode with the ffmpeg command line instead get it from :func:`ffmpeg_binary`.
 """
 
 from __future__ import annotations
 
+import shutil
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -14,6 +16,14 @@ import av
 import numpy as np
 
 ColorFn = Callable[[int], tuple[int, int, int]]
+
+
+def ffmpeg_binary() -> str:
+    """The ffmpeg command line's path; a clear error where it is missing."""
+    found = shutil.which("ffmpeg")
+    if found is None:
+        raise RuntimeError("these tests need the ffmpeg command line (`make media-deps` installs it)")
+    return found
 
 
 def _solid(color: tuple[int, int, int]) -> ColorFn:

@@ -14,7 +14,7 @@ mp4s written by PyAV with libx264's ``ultrafast`` preset.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
