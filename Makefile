@@ -13,7 +13,7 @@ PERF_VENV ?= .venv-perf
 PERF_STAMP := $(PERF_VENV)/.installed
 export LITA_PERF_ANALYZER := $(abspath $(PERF_VENV))/bin/perf_analyzer
 
-.PHONY: setup perf-tools load-deps media-deps test demo serve eval bench load soak rss gpu-check clean load-openai
+.PHONY: setup perf-tools load-deps media-deps test demo serve eval bench load soak rss gpu-bundle gpu-check clean load-openai
 
 # The server package (runtime core + build step) and the client distribution it takes its
 # contract from, both editable.
@@ -75,13 +75,25 @@ soak: setup
 rss: setup $(REPO)/lita.json
 	$(BIN)/lita rss --repository $(REPO)
 
-# On a CUDA machine, with that machine's own Python and torch (no setup, nothing downloaded):
-# torch engine on CUDA against the CPU reference, and LITA-13B figures; exits 2 without CUDA.
+# The offline bundle for a GPU machine without tritonserver, a video decoder or a network: the
+# stripped tritonserver + python backend, numpy 1.x for its stub, decord, tritonclient (from
+# registry wheels), and the two videos the check asks about. Made here; git ignores it.
+GPU_BUNDLE ?= .gpu-bundle
+gpu-bundle: setup
+	$(PYTHON) -m benchmarks.gpu_bundle --out $(GPU_BUNDLE)
+	$(BIN)/python -m benchmarks.gpu_serving --write-media $(GPU_BUNDLE)/media
+
+# On the CUDA machine, with that machine's own Python and torch (no setup, nothing downloaded):
+# installs the bundle, then parity, the demo and a LITA-13B-shaped repository served by
+# tritonserver, figures against the bandwidth bound; exits 2 without CUDA.
 GPU_PYTHON ?= python3
 GPU_BANDWIDTH_TBS ?= 4.8
+GPU_SITE ?= /tmp/lita-gpu-site
+GPU_REPORT ?= artifacts/gpu_check.json
 gpu-check:
-	PYTHONPATH=src:client:build:. $(GPU_PYTHON) -m benchmarks.gpu_check --bandwidth-tbs $(GPU_BANDWIDTH_TBS) \
-		--out artifacts/gpu_check.json
+	$(GPU_PYTHON) -m benchmarks.gpu_bundle --install $(GPU_BUNDLE) --target $(GPU_SITE)
+	PYTHONPATH=$(GPU_SITE):src:client:build:. $(GPU_PYTHON) -m benchmarks.gpu_check \
+		--bandwidth-tbs $(GPU_BANDWIDTH_TBS) --media $(GPU_BUNDLE)/media --out $(GPU_REPORT)
 
 clean:
 	rm -rf $(VENV) $(PERF_VENV) artifacts

@@ -4,7 +4,9 @@
 Reports the visual-encoding time for the video's frames (100 by default), the time to first
 token (prefill of the visual tokens + a question), and decode tokens/s next to the
 memory-bandwidth bound: every decode step reads all decoder weights once, so
-``bound = bandwidth / weight bytes per token`` (the KV cache read is added too).
+``bound = bandwidth / weight bytes per token`` (the KV cache read is added too). Decode is timed
+twice: op by op, and from CUDA graphs over the static cache (:mod:`lita_serve.llm.cuda_graphs`),
+as the server runs it on a GPU.
 
     python -m benchmarks.gpu_13b                       # CUDA, lita-13b, H100 SXM bandwidth
     python -m benchmarks.gpu_13b --config lita-1.5-13b --bandwidth-tbs 4.8   # e.g. H200
@@ -24,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from lita_build.checkpoint.random_init import randomize_
+from lita_serve.model import randomize_
 
 H100_SXM_TBS = 3.35  # NVIDIA's published HBM3 bandwidth of the H100 SXM, TB/s
 PROMPT_TEXT_TOKENS = 40  # the question and the conversation template around the visual tokens
@@ -82,6 +84,7 @@ def kv_bytes_per_token(cfg, context: int, element_size: int) -> int:
 def run(config: str = "lita-13b", device_name: str = "cuda", frames: int = 100, new_tokens: int = 128,
         bandwidth_tbs: float = H100_SXM_TBS, repeat: int = 3) -> dict[str, Any]:
     from lita_serve.config import LitaConfig  # noqa: PLC0415
+    from lita_serve.llm.cuda_graphs import DecodeGraphs  # noqa: PLC0415
     from lita_serve.llm.generate import generate  # noqa: PLC0415
     from lita_serve.llm.sampling_params import SamplingParams  # noqa: PLC0415
     from lita_serve.vision_encoder.visual_tokens import num_visual_tokens  # noqa: PLC0415
@@ -102,22 +105,26 @@ def run(config: str = "lita-13b", device_name: str = "cuda", frames: int = 100, 
     text = torch.randint(3, min(vocab, 32000), (PROMPT_TEXT_TOKENS,), generator=torch.Generator().manual_seed(0))
     prompt = [1, *range(vocab, vocab + n_vis), *text.tolist()]  # BOS, visual tokens, question
     params = SamplingParams(max_tokens=new_tokens, greedy=True)
-    marks: list[float] = []
+    graphs = DecodeGraphs(decoder, 1, len(prompt) + new_tokens) if device.type == "cuda" else None
 
-    def once() -> None:
-        marks.clear()
-        start = time.perf_counter()
-        marks.append(start)
-        generate(decoder, prompt, table, params, eos_id=-1,
-                 on_token=lambda _t: (_sync(device), marks.append(time.perf_counter())))
+    def timed_decode(graphs: DecodeGraphs | None) -> tuple[float, float, list[int]]:
+        """Median (time to first token, decode tokens/s) over ``repeat`` runs after a warm-up; the ids."""
+        marks: list[float] = []
+        ttfts, rates = [], []
+        for i in range(repeat + 1):  # the first run warms up (kernels, allocator, graph capture)
+            marks.clear()
+            marks.append(time.perf_counter())
+            ids = generate(decoder, prompt, table, params, eos_id=-1, graphs=graphs,
+                           on_token=lambda _t: (_sync(device), marks.append(time.perf_counter())))
+            if i:
+                ttfts.append(marks[1] - marks[0])
+                rates.append((len(marks) - 2) / (marks[-1] - marks[1]))
+        return statistics.median(ttfts), statistics.median(rates), ids
 
-    once()  # warm-up (kernels, allocator)
-    ttfts, rates = [], []
-    for _ in range(repeat):
-        once()
-        ttfts.append(marks[1] - marks[0])
-        rates.append((len(marks) - 2) / (marks[-1] - marks[1]))
-    ttft_s, tok_s = statistics.median(ttfts), statistics.median(rates)
+    ttft_s, eager_tok_s, eager_ids = timed_decode(None)
+    tok_s, graph_ids = eager_tok_s, eager_ids
+    if graphs is not None:
+        ttft_s, tok_s, graph_ids = timed_decode(graphs)
     w_bytes = weight_bytes_per_token(decoder)
     kv = kv_bytes_per_token(cfg.text, len(prompt) + new_tokens // 2, torch.finfo(dtype).bits // 8)
     bound = bandwidth_tbs * 1e12 / (w_bytes + kv)
@@ -126,7 +133,9 @@ def run(config: str = "lita-13b", device_name: str = "cuda", frames: int = 100, 
         "dtype": str(dtype).replace("torch.", ""), "frames": frames, "visual_tokens": n_vis,
         "prompt_tokens": len(prompt), "new_tokens": new_tokens,
         "visual_encoding_ms": encode_s * 1e3, "ttft_ms": ttft_s * 1e3, "video_to_first_token_ms": (encode_s + ttft_s) * 1e3,
-        "decode_tok_s": tok_s, "weight_gb_per_token": w_bytes / 1e9, "kv_gb_per_token": kv / 1e9,
+        "decode_tok_s": tok_s, "decode_tok_s_eager": eager_tok_s, "cuda_graphs": graphs is not None,
+        "graph_ids_equal_eager": graph_ids == eager_ids,
+        "weight_gb_per_token": w_bytes / 1e9, "kv_gb_per_token": kv / 1e9,
         "bandwidth_tbs": bandwidth_tbs, "bandwidth_bound_tok_s": bound, "fraction_of_bound": tok_s / bound,
     }
     print(f"{result['config']} on {result['device']} ({result['dtype']}), {frames} frames -> {n_vis} visual tokens, "
@@ -134,6 +143,8 @@ def run(config: str = "lita-13b", device_name: str = "cuda", frames: int = 100, 
     print(f"visual encoding: {result['visual_encoding_ms']:.1f} ms for {frames} frames")
     print(f"time to first token (prefill): {result['ttft_ms']:.1f} ms; video to first token: "
           f"{result['video_to_first_token_ms']:.1f} ms")
+    print(f"decode op by op: {eager_tok_s:.1f} tok/s; from CUDA graphs: {tok_s:.1f} tok/s "
+          f"(same ids: {graph_ids == eager_ids})")
     print(f"decode: {tok_s:.1f} tok/s; bandwidth bound {bound:.1f} tok/s "
           f"({w_bytes / 1e9:.2f} GB weights + {kv / 1e9:.3f} GB KV per token at {bandwidth_tbs:g} TB/s): "
           f"{result['fraction_of_bound'] * 100:.0f} % of the bound")

@@ -174,6 +174,26 @@ def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int
                        "trtllm_build_command": command, **quant}}
 
 
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(device: str) -> None:
+    if device not in DEVICES:
+        raise InvalidInputError(f"--device must be one of {list(DEVICES)}, got {device!r}")
+
+
+def deployment(engine: str, encoder_engine: str, device: str, max_batch_size: int,
+               gpus: tuple[int, ...] | None) -> Deployment:
+    """Where each model runs: GPU instances for TensorRT engines and for PyTorch with ``device=cuda``."""
+    on_gpu = device == "cuda"
+    gpu_models = on_gpu or engine == "tensorrt_llm" or encoder_engine == "tensorrt"
+    # the torch decoder goes to the GPU with --device cuda or next to a TensorRT encoder; a
+    # TensorRT-LLM one only forwards (BLS) and stays on the CPU
+    llm_gpu = engine == "torch" and (on_gpu or encoder_engine == "tensorrt")
+    return Deployment(max_batch_size=max_batch_size, kind="KIND_GPU" if gpu_models else "KIND_CPU",
+                      llm_kind="KIND_GPU" if llm_gpu else "KIND_CPU", gpus=gpus)
+
+
 def _check_quantization(engine: str, quantization: str, dry_run: bool) -> None:
     known = TORCH_QUANTIZATIONS if engine == "torch" else TRTLLM_QUANTIZATIONS
     if quantization not in known:
@@ -239,7 +259,7 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
           dtype: str = "float32", tp_size: int = 1, max_batch_size: int = 8, progress: bool = True,
           encoder_engine: str | None = None, gpus: tuple[int, ...] | None = None, trtllm_release_tag: str | None = None,
           dry_run: bool = False, prompt: PromptOptions | None = None, quantization: str = NO_QUANTIZATION,
-          build_argv: list[str] | None = None) -> BuildSummary:
+          build_argv: list[str] | None = None, device: str = "cpu") -> BuildSummary:
     """Build the model repository at ``output`` from ``checkpoint`` (any layout of :mod:`.sources`).
 
     ``overrides`` sets LITA options by their :class:`~lita_serve.config.LitaOptions` names
@@ -254,6 +274,8 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     ``quantization``: ``int8_weight_only`` for the PyTorch decoder (:mod:`lita_serve.llm.weight_quant`), or
     ``fp8``/``int4_awq``/``int8_sq`` for TensorRT-LLM (:mod:`lita_build.trtllm_quant`); the
     manifest records it and ``build_argv`` (the command line, kept as the quantize command).
+    ``device``: ``cuda`` serves the PyTorch encoder and decoder on GPUs (``KIND_GPU`` instances,
+    computing in ``dtype``); ``cpu`` keeps them on the CPU unless a TensorRT engine needs a GPU.
 
     Raises CheckpointError for a checkpoint that does not match its config, InvalidInputError for
     bad arguments and MissingDependencyError when an engine needs a package that is missing.
@@ -261,6 +283,7 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     encoder_engine = encoder_engine or default_encoder_engine(engine)
     gpus = tuple(gpus) if gpus is not None else None
     _check_args(engine, encoder_engine, dtype, tp_size, max_batch_size, gpus, dry_run)
+    check_device(device)
     _check_quantization(engine, quantization, dry_run)
     release = trtllm_release(trtllm_release_tag)
     prompt = prompt or PromptOptions()
@@ -273,8 +296,7 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     manifest: dict[str, Any] = {"engine": engine, "encoder_engine": encoder_engine, "source": src.label,
                                 "layout": src.layout.value, "dtype": dtype, "tp_size": tp_size,
                                 "max_batch_size": max_batch_size, "gpus": list(gpus) if gpus else None,
-                                "dry_run": dry_run, "quantization": quantization}
-    gpu_models = engine == "tensorrt_llm" or encoder_engine == "tensorrt"
+                                "dry_run": dry_run, "quantization": quantization, "device": device}
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".lita-build-") as tmp, \
             tqdm(total=4, desc=f"lita build ({src.label})", unit="step", disable=not progress) as bar:
         model, converted, added = _load(src, Path(tmp), Path(tokenizer), overrides, dtype, notes, bar)
@@ -291,11 +313,7 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
             manifest.update(_write_tensorrt_llm(model, output, dtype, tp_size, max_batch_size, release,
                                                 gpus[:tp_size] if gpus else None, dry_run, summary, bar,
                                                 quantization, converted, build_argv))
-        write_model_repository(output, model.config, Deployment(
-            max_batch_size=max_batch_size, kind="KIND_GPU" if gpu_models else "KIND_CPU",
-            # the torch decoder shares the GPU with a TensorRT encoder; a TensorRT-LLM one only forwards (BLS)
-            llm_kind="KIND_GPU" if engine == "torch" and encoder_engine == "tensorrt" else "KIND_CPU",
-            gpus=gpus))
+        write_model_repository(output, model.config, deployment(engine, encoder_engine, device, max_batch_size, gpus))
         bar.update(1)
     manifest["notes"] = notes
     (output / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

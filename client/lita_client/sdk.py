@@ -195,11 +195,16 @@ class AnswerStream:
         self.answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
+        for chunk in self.chunks():
+            if chunk.text:
+                yield chunk.text
+
+    def chunks(self) -> Iterator[Chunk]:
+        """Every response as it arrives (one per generated token, including tokens that add no text)."""
         builder = AnswerBuilder()
         for chunk in self._chunks:
             builder.add(chunk)
-            if chunk.text:
-                yield chunk.text
+            yield chunk
         self.answer = _finish(builder, self._url)
 
 

@@ -88,21 +88,36 @@ def cmd_build(args: argparse.Namespace) -> int:
             overrides[key] = json.loads(value)  # numbers, booleans
         except ValueError:
             overrides[key] = value  # plain strings such as temporal_spatial_pool
+    if (args.checkpoint is None) == (args.dummy_weights is None):
+        raise SystemExit("lita build: give --checkpoint, or --dummy-weights PRESET for a repository of that "
+                         "preset's shapes with random weights")
+    if args.checkpoint is not None and args.lita_version is None:
+        raise SystemExit("lita build: --lita-version (1.0 or 1.5) is required with --checkpoint")
+    if args.dummy_weights is not None:
+        from lita_build.dummy import build_dummy
+
+        print(build_dummy(args.dummy_weights, args.tokenizer, output=args.output, dtype=args.dtype,
+                          device=args.device, max_batch_size=args.max_batch_size, overrides=overrides or None).table())
+        return 0
     summary = build(args.checkpoint, args.tokenizer, lita_version=args.lita_version, engine=args.engine,
                     output=args.output, vision_tower=args.vision_tower, mm_projector=args.mm_projector,
                     overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
                     max_batch_size=args.max_batch_size, encoder_engine=args.encoder_engine, gpus=args.gpus,
                     trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run, prompt=_prompt_options(args),
-                    quantization=args.quantization, build_argv=["lita", *sys.argv[1:]])
+                    quantization=args.quantization, build_argv=["lita", *sys.argv[1:]], device=args.device)
     print(summary.table())
     return 0
 
 
 def _add_build(sub) -> None:
     p = sub.add_parser("build", help=cmd_build.__doc__)
-    p.add_argument("--checkpoint", type=Path, required=True, help="HF checkpoint directory or .nemo file")
+    p.add_argument("--checkpoint", type=Path, default=None, help="HF checkpoint directory or .nemo file")
+    p.add_argument("--dummy-weights", metavar="PRESET", default=None,
+                   help="instead of a checkpoint: a repository of this preset's shapes (lita-13b, lita-1.5-13b, "
+                        "tiny) whose weights are drawn at load, for speed measurements (answers are meaningless)")
     p.add_argument("--tokenizer", type=Path, required=True, help="SentencePiece tokenizer.model (LLaMA/LLaVA)")
-    p.add_argument("--lita-version", choices=["1.0", "1.5"], required=True)
+    p.add_argument("--lita-version", choices=["1.0", "1.5"], default=None,
+                   help="the checkpoint's LITA version (required with --checkpoint; a preset names its own)")
     p.add_argument("--engine", choices=["torch", "tensorrt_llm"], default="torch")
     p.add_argument("--output", type=Path, default=DEFAULT_REPOSITORY)
     p.add_argument("--vision-tower", type=Path, default=None, help="separate CLIP vision tower directory")
@@ -112,6 +127,8 @@ def _add_build(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--tp-size", type=int, default=1)
     p.add_argument("--max-batch-size", type=int, default=8)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: serve the PyTorch encoder and decoder on GPUs, in --dtype (default: the CPU)")
     p.add_argument("--encoder-engine", choices=list(ENCODER_ENGINES), default=None,
                    help="what serves the vision encoder (default: tensorrt with --engine tensorrt_llm, else torch)")
     p.add_argument("--gpus", type=_gpu_list, default=None, metavar="0,1",

@@ -31,6 +31,8 @@ ENCODER_WEIGHTS = "vision_encoder/1/weights/encoder.safetensors"
 DECODER_WEIGHTS = "llm/1/weights/decoder.safetensors"
 ENCODER_ONNX = "vision_encoder/1/encoder.onnx"
 ENCODER_PLAN = "vision_encoder/1/encoder.plan"
+# build.json "weights": a repository whose weights are drawn at load (shapes only, for measurements)
+DUMMY_WEIGHTS = "dummy"
 # What runs the vision encoder step: the PyTorch weights, the ONNX graph, or the TensorRT engine.
 ENCODER_ENGINES = ("torch", "onnxruntime", "tensorrt")
 
@@ -96,6 +98,11 @@ class RepositoryLayout:
     def quantization(self) -> str:
         """The decoder's weight quantization from the build manifest (``"none"`` when there is none)."""
         return str(self.manifest().get("quantization") or NO_QUANTIZATION)
+
+    def has_dummy_weights(self) -> bool:
+        """Whether the repository was built with dummy weights (``lita build --dummy-weights``):
+        the engines draw random weights of the model's shapes at load, from a fixed seed."""
+        return self.manifest().get("weights") == DUMMY_WEIGHTS
 
     def load_config(self) -> LitaConfig:
         """The repository's :class:`LitaConfig`; CheckpointError when it was never built."""

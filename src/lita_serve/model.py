@@ -11,6 +11,28 @@ from lita_serve.vision_encoder.encoder import VisualEncoder
 from lita_serve.errors import InvalidInputError
 
 
+DEMO_INIT_STD = 0.02  # LlamaConfig.initializer_range: keeps random logits in a sane range
+
+
+def randomize_(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
+    """N(0, 0.02) weights, unit norm scales, zero biases, in place: finite activations in fp16 too.
+
+    A CPU ``generator`` draws on the CPU, so the draw is the same whatever the module's device; a
+    CUDA one draws on its GPU (fast, for 13B-sized dummy weights).
+    """
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+            elif "norm" in name:
+                param.fill_(1.0)
+            elif generator is not None and generator.device.type == "cpu":
+                param.copy_(torch.randn(param.shape, generator=generator) * DEMO_INIT_STD)
+            else:
+                param.normal_(0.0, DEMO_INIT_STD, generator=generator)
+    return module
+
+
 class LitaModel(nn.Module):
     """``encoder`` turns frames into visual tokens; ``decoder`` consumes them as a prompt table."""
 

@@ -19,10 +19,13 @@ from lita_serve.llm.llama import LlamaDecoder
 from lita_serve.llm.weight_quant import NO_QUANTIZATION, check_torch_quantization, quantize_linear
 from lita_serve.vision_encoder.encoder import VisualEncoder
 from lita_serve.errors import CheckpointError
-from lita_serve.model import LitaModel
+from lita_serve.model import LitaModel, randomize_
 from lita_serve.layout import RepositoryLayout
 
 logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DUMMY_SEED = 0  # dummy weights are the same at every load
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -32,9 +35,20 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on CUDA, fp32 on CPU (fp16 matmuls on CPU are slow and less exact)."""
-    return torch.float16 if device.type == "cuda" else torch.float32
+def default_dtype(device: torch.device, built: str | None = None) -> torch.dtype:
+    """On CUDA the dtype the repository was built in (``built``, from ``build.json``; fp16 when it
+    records none); fp32 on the CPU whatever it was built in (fp16 matmuls there are slow and less exact)."""
+    if device.type != "cuda":
+        return torch.float32
+    return DTYPES.get(built or "", torch.float16)
+
+
+def _dummy(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """``module`` (on the meta device) materialised on ``device`` with N(0, 0.02) weights drawn
+    there: a repository built with dummy weights (:data:`~lita_serve.layout.DUMMY_WEIGHTS`)."""
+    module = module.to_empty(device=device).to(dtype)
+    generator = torch.Generator(device=device).manual_seed(DUMMY_SEED)
+    return randomize_(module, generator).eval()
 
 
 def _save(module: torch.nn.Module, path: Path) -> None:
@@ -69,7 +83,10 @@ def load_encoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None =
                  dtype: torch.dtype | None = None) -> VisualEncoder:
     dev = pick_device(device)
     encoder = VisualEncoder.from_config(cfg, device="meta")
-    return _load_into(encoder, layout.encoder_weights, dev, dtype or default_dtype(dev))
+    dtype = dtype or default_dtype(dev, layout.manifest().get("dtype"))
+    if layout.has_dummy_weights():
+        return _dummy(encoder, dev, dtype)
+    return _load_into(encoder, layout.encoder_weights, dev, dtype)
 
 
 def load_decoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None = None,
@@ -80,9 +97,14 @@ def load_decoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None =
     scheme = check_torch_quantization(quantization or layout.quantization())
     with torch.device("meta"):
         decoder = LlamaDecoder(cfg.text)
+    dtype = dtype or default_dtype(dev, layout.manifest().get("dtype"))
+    if layout.has_dummy_weights():
+        if scheme != NO_QUANTIZATION:
+            raise CheckpointError("a repository with dummy weights serves them unquantized")
+        return _dummy(decoder, dev, dtype)
     if scheme == NO_QUANTIZATION:
-        return _load_into(decoder, layout.decoder_weights, dev, dtype or default_dtype(dev))
-    return _load_quantized(decoder, layout.decoder_weights, dev, dtype or default_dtype(dev), scheme)
+        return _load_into(decoder, layout.decoder_weights, dev, dtype)
+    return _load_quantized(decoder, layout.decoder_weights, dev, dtype, scheme)
 
 
 def _load_quantized(decoder: LlamaDecoder, path: Path, device: torch.device, dtype: torch.dtype,

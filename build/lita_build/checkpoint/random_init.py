@@ -10,28 +10,7 @@ import torch
 from lita_build.checkpoint.hf import save_hf_checkpoint
 from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
 from lita_serve.config import LitaConfig
-from lita_serve.model import LitaModel
-
-DEMO_INIT_STD = 0.02  # LlamaConfig.initializer_range: keeps random logits in a sane range
-
-
-def randomize_(module: torch.nn.Module, generator: torch.Generator | None = None) -> torch.nn.Module:
-    """N(0, 0.02) weights, unit norm scales, zero biases, in place: finite activations in fp16 too.
-
-    With a CPU ``generator`` the draw is reproducible whatever the module's device.
-    """
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if name.endswith("bias"):
-                param.zero_()
-            elif "norm" in name:
-                param.fill_(1.0)
-            elif generator is not None:
-                param.copy_(torch.randn(param.shape, generator=generator) * DEMO_INIT_STD)
-            else:
-                param.normal_(0.0, DEMO_INIT_STD)
-    return module
-
+from lita_serve.model import DEMO_INIT_STD, LitaModel, randomize_  # noqa: F401 - re-exported
 
 def build_random_model(cfg: LitaConfig, seed: int) -> LitaModel:
     """A LitaModel with N(0, 0.02) weights (norm scales 1, biases 0), reproducible from ``seed``."""

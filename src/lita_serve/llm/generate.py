@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lita_serve.llm.llama import LlamaDecoder
+from lita_serve.llm.cuda_graphs import DecodeGraphs
+from lita_serve.llm.llama import KVCache, LlamaDecoder
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.token_logprobs import token_logprobs
 from lita_serve.logprobs import TokenLogprobs
@@ -36,19 +37,24 @@ class GenerationRequest:
 
 
 def generate(decoder: LlamaDecoder, input_ids: list[int], prompt_table: Tensor | None, params: SamplingParams,
-             eos_id: int, on_token: Callable[[int], None] | None = None, stop_ids: Sequence[int] = ()) -> list[int]:
+             eos_id: int, on_token: Callable[[int], None] | None = None, stop_ids: Sequence[int] = (),
+             graphs: DecodeGraphs | None = None) -> list[int]:
     """Continue ``input_ids`` until EOS, a stop id or ``params.max_tokens`` new tokens.
 
     Returns the generated ids without the terminating EOS/stop id; ``on_token`` is called once per
     returned id, as soon as it is chosen (streaming).
     """
     request = GenerationRequest(list(input_ids), prompt_table, params, on_token)
-    return generate_batch(decoder, [request], eos_id, stop_ids)[0]
+    return generate_batch(decoder, [request], eos_id, stop_ids, graphs)[0]
 
 
 def generate_batch(decoder: LlamaDecoder, requests: Sequence[GenerationRequest], eos_id: int,
-                   stop_ids: Sequence[int] = ()) -> list[list[int]]:
-    """Run several requests through one right-padded batch; returns one id list per request."""
+                   stop_ids: Sequence[int] = (), graphs: DecodeGraphs | None = None) -> list[list[int]]:
+    """Run several requests through one right-padded batch; returns one id list per request.
+
+    With ``graphs`` (and a batch that fits them) the decode steps run over their static cache, from
+    CUDA graphs on a GPU; otherwise over a cache made for this batch, eagerly.
+    """
     if not requests:
         return []
     _check_requests(decoder, requests)
@@ -59,8 +65,13 @@ def generate_batch(decoder: LlamaDecoder, requests: Sequence[GenerationRequest],
     history = [list(r.input_ids) for r in requests]
     outputs: list[list[int]] = [[] for _ in requests]
     active = [True] * len(requests)
+    max_len = max(len(r.input_ids) + r.params.max_tokens for r in requests)
     with torch.inference_mode():
-        cache = decoder.new_cache(len(requests), max(len(r.input_ids) + r.params.max_tokens for r in requests))
+        if graphs is not None and graphs.fits(len(requests), max_len):
+            cache, decode = graphs.session(len(requests), max_len)
+        else:
+            cache = decoder.new_cache(len(requests), max_len)
+            decode = _eager_decode(decoder, cache)
         embeds, valid = _embed_prompts(decoder, requests, int(lens.max()))  # [B,T,H], [B,T]
         positions = torch.arange(embeds.shape[1], device=device)
         logits = decoder(embeds, positions, cache, valid, output_index=lens - 1)[:, 0]  # [B,V]
@@ -69,11 +80,17 @@ def generate_batch(decoder: LlamaDecoder, requests: Sequence[GenerationRequest],
             tokens = _choose(logits, requests, gens, history, active, outputs, stops)  # [B]
             if not any(active):
                 break
-            step_valid = torch.tensor(active, device=device)[:, None]  # [B,1]
-            step_embeds = decoder.embed(tokens[:, None].to(device))  # [B,1,H]
-            logits = decoder(step_embeds, next_pos[:, None], cache, step_valid)[:, 0]
+            logits = decode(tokens.to(device), next_pos, torch.tensor(active, device=device))  # [B,V]
             next_pos += 1
     return outputs
+
+
+def _eager_decode(decoder: LlamaDecoder, cache: KVCache) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """A decode step run op by op: tokens [B], positions [B], valid [B] -> logits [B,V]."""
+    def step(tokens: Tensor, positions: Tensor, valid: Tensor) -> Tensor:
+        embeds = decoder.embed(tokens[:, None])  # [B,1,H]
+        return decoder(embeds, positions[:, None], cache, valid[:, None])[:, 0]
+    return step
 
 
 def _check_requests(decoder: LlamaDecoder, requests: Sequence[GenerationRequest]) -> None:

@@ -25,6 +25,7 @@ import torch
 
 from lita_serve.config import LitaConfig
 from lita_serve.conversation import check_prompt_options, check_question
+from lita_serve.llm.cuda_graphs import DecodeGraphs
 from lita_serve.llm.generate import GenerationRequest, generate_batch
 from lita_serve.llm.llama import LlamaDecoder
 from lita_serve.llm.sampling_params import SamplingParams
@@ -77,20 +78,29 @@ class DecodeBackend(Protocol):
 
 
 class TorchBackend:
-    """The PyTorch decoder (CPU or CUDA)."""
+    """The PyTorch decoder (CPU or CUDA).
+
+    On CUDA its decode steps replay CUDA graphs over a static KV cache (:mod:`.cuda_graphs`) of
+    ``max_batch`` rows by ``max_seq_len`` positions, unless ``cuda_graphs`` is False; on the CPU
+    each batch gets a cache of its own and runs eagerly.
+    """
 
     supports_logprobs = True
 
-    def __init__(self, decoder: LlamaDecoder) -> None:
+    def __init__(self, decoder: LlamaDecoder, *, max_batch: int = 8, max_seq_len: int | None = None,
+                 cuda_graphs: bool = True) -> None:
         self.decoder = decoder
         self.vocab_size = decoder.vocab_size
+        on_gpu = decoder.lm_head.weight.device.type == "cuda"
+        length = min(max_seq_len or decoder.config.max_position_embeddings, decoder.config.max_position_embeddings)
+        self.graphs = DecodeGraphs(decoder, max_batch, length) if on_gpu and cuda_graphs else None
 
     def table(self, prompt_table: np.ndarray) -> torch.Tensor:
         weight = self.decoder.lm_head.weight
         return torch.from_numpy(np.ascontiguousarray(prompt_table)).to(device=weight.device, dtype=weight.dtype)
 
     def generate(self, requests: list[GenerationRequest], eos_id: int) -> list[list[int]]:
-        return generate_batch(self.decoder, requests, eos_id)
+        return generate_batch(self.decoder, requests, eos_id, graphs=self.graphs)
 
 
 class DecoderService:
@@ -98,7 +108,10 @@ class DecoderService:
 
     def __init__(self, decoder: "LlamaDecoder | DecodeBackend", tokenizer: LitaTokenizer, cfg: LitaConfig,
                  max_batch: int = 8) -> None:
-        self.backend: DecodeBackend = TorchBackend(decoder) if isinstance(decoder, LlamaDecoder) else decoder
+        if isinstance(decoder, LlamaDecoder):  # the longest sequence a request may make
+            decoder = TorchBackend(decoder, max_batch=max_batch,
+                                   max_seq_len=cfg.limits.max_prompt_tokens + cfg.limits.max_new_tokens)
+        self.backend: DecodeBackend = decoder
         self.tokenizer = tokenizer
         self.cfg = cfg
         check_prompt_options(cfg.prompt)  # a bad lita.json fails at load, not on every request
