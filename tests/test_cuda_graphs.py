@@ -88,3 +88,32 @@ def test_cache_view_shares_memory_and_bounds() -> None:
     assert float(cache.k[0, 1, 0, 3, 0]) == 5.0
     with pytest.raises(Exception, match="does not fit"):
         cache.view(5, 16)
+
+
+def test_fused_projections_compute_the_same_function(decoder) -> None:
+    """The GPU form (one q/k/v matmul, one gate/up matmul, rolled rotation, additive mask) equals
+    the op-by-op form up to rounding, with a cache and padding, and keeps the weights and their names."""
+    fused = LlamaDecoder(TEXT).eval()
+    fused.load_state_dict(decoder.state_dict())
+    fused.fuse_projections()
+    state = fused.state_dict()
+    assert state.keys() == decoder.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in decoder.state_dict().items())
+    attn = fused.model.layers[0].self_attn
+    assert attn.q_proj.weight.data_ptr() == attn.qkv.data_ptr()  # a view: no second copy
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(3, TEXT.vocab_size, (3, 20), generator=g)
+    valid = torch.ones(3, 20, dtype=torch.bool)
+    valid[1, 14:] = False
+    valid[2, 5:] = False
+    with torch.no_grad():
+        outs = []
+        for dec in (decoder, fused):
+            cache = dec.new_cache(3, 64)
+            prefill = dec(dec.embed(ids), torch.arange(20), cache, valid)
+            step = dec(dec.embed(ids[:, :1]), torch.tensor([[20], [14], [5]]), cache, torch.ones(3, 1, dtype=torch.bool))
+            outs.append(torch.cat([prefill[valid], step[:, 0]]))
+    assert (outs[0] - outs[1]).abs().max().item() < 1e-4
+    greedy = [SamplingParams(max_tokens=10, greedy=True)] * 2
+    assert generate_batch(fused, _requests([9, 13], greedy, seed=8), eos_id=-1) == \
+        generate_batch(decoder, _requests([9, 13], greedy, seed=8), eos_id=-1)

@@ -57,6 +57,33 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
+def apply_rope_rolled(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """:func:`apply_rope` in three kernels instead of five: ``rotate_half(x) * sin`` is
+    ``roll(x) * signed_sin`` with ``signed_sin = cat(-sin[:D/2], sin[D/2:])`` (exact: only signs move)."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
+
+
+def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean mask [..., S] as 0 / -inf in ``dtype``, its rows 16-element aligned so that attention
+    kernels take it as it is (made once per step instead of converted and padded in every layer)."""
+    width = -(-mask.shape[-1] // 16) * 16
+    bias = torch.full((*mask.shape[:-1], width), float("-inf"), dtype=dtype, device=mask.device)
+    bias = bias[..., : mask.shape[-1]]
+    return bias.masked_fill_(mask, 0.0)
+
+
+def _fuse(*linears: nn.Linear) -> Tensor:
+    """One weight [sum of outputs, in] for ``linears``, whose weights become views of its rows
+    (no second copy; their names and the state dict stay as they were)."""
+    fused = torch.cat([lin.weight.detach() for lin in linears])
+    start = 0
+    for lin in linears:
+        rows = lin.weight.shape[0]
+        lin.weight = nn.Parameter(fused[start : start + rows], requires_grad=False)
+        start += rows
+    return fused
+
+
 class KVCache:
     """Keys/values for ``batch_size`` sequences of up to ``max_seq_len`` tokens.
 
@@ -105,8 +132,8 @@ class _Step:
     """Per-forward indexing shared by every layer."""
 
     cos: Tensor  # [B,1,T,D]
-    sin: Tensor  # [B,1,T,D]
-    mask: Tensor  # [B,1,T,S] bool, True = attend
+    sin: Tensor  # [B,1,T,D]; cat(-sin[:D/2], sin[D/2:]) for fused projections (apply_rope_rolled)
+    mask: Tensor  # [B,1,T,S] bool, True = attend; 0 / -inf in the model's dtype for fused projections
     rows: Tensor | None  # [B,T] batch index for cache writes
     slots: Tensor | None  # [B,T] cache slot per token (scratch slot for padding)
 
@@ -124,13 +151,19 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=False)
         self.v_proj = nn.Linear(h, self.n_kv * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, h, bias=False)
+        self.qkv: Tensor | None = None  # [q; k; v] weight rows, set by LlamaDecoder.fuse_projections
 
     def forward(self, x: Tensor, step: _Step, cache: KVCache | None, layer: int) -> Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # [B,Hq,T,D]
-        k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)  # [B,Hkv,T,D]
-        v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, step.cos, step.sin), apply_rope(k, step.cos, step.sin)
+        if self.qkv is not None:  # one matmul, one rotation of q and k together
+            heads = F.linear(x, self.qkv).view(b, t, self.n_heads + 2 * self.n_kv, self.head_dim).transpose(1, 2)
+            qk = apply_rope_rolled(heads[:, : self.n_heads + self.n_kv], step.cos, step.sin)  # [B,Hq+Hkv,T,D]
+            q, k, v = qk[:, : self.n_heads], qk[:, self.n_heads :], heads[:, self.n_heads + self.n_kv :]
+        else:
+            q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # [B,Hq,T,D]
+            k = self.k_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)  # [B,Hkv,T,D]
+            v = self.v_proj(x).view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+            q, k = apply_rope(q, step.cos, step.sin), apply_rope(k, step.cos, step.sin)
         if cache is not None:
             # advanced indexing on dims 0 and 2 puts [B,T] first: assign [B,T,Hkv,D]
             cache.k[layer][step.rows, :, step.slots] = k.transpose(1, 2).to(cache.k.dtype)
@@ -151,8 +184,12 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up: Tensor | None = None  # [gate; up] weight rows, set by LlamaDecoder.fuse_projections
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.gate_up is not None:
+            gate, up = F.linear(x, self.gate_up).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -187,6 +224,7 @@ class LlamaDecoder(nn.Module):
         self.config = cfg
         self.model = LlamaBody(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.fused = False
 
     @property
     def vocab_size(self) -> int:
@@ -200,6 +238,19 @@ class LlamaDecoder(nn.Module):
                 f"max_seq_len {length} exceeds max_position_embeddings {self.config.max_position_embeddings}")
         weight = self.lm_head.weight
         return KVCache(self.config, batch_size, length, dtype=weight.dtype, device=weight.device)
+
+    def fuse_projections(self) -> "LlamaDecoder":
+        """One matmul for q, k and v and one for gate and up in every layer, the rotation of q and k
+        in one pass, and the attention mask made additive once per step: about a third fewer kernels
+        per decode step, which on a GPU is time (the weights are read as before). Numerics move by
+        roundings (one GEMM shape for three, one fused multiply-add); the CPU does not use it."""
+        with torch.no_grad():
+            for layer in self.model.layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                attn.qkv = _fuse(attn.q_proj, attn.k_proj, attn.v_proj)
+                mlp.gate_up = _fuse(mlp.gate_proj, mlp.up_proj)
+        self.fused = True
+        return self
 
     def embed(self, input_ids: Tensor, prompt_table: Tensor | None = None) -> Tensor:
         """ids [B,T] -> embeddings [B,T,H].
@@ -245,6 +296,10 @@ class LlamaDecoder(nn.Module):
             key_valid = cache.valid
         mask = key_valid[:, None, :] & (key_pos[:, None, :] <= positions[:, :, None])  # [B,T,S]
         mask = mask | ~valid[:, :, None]  # padded queries attend everywhere (finite, ignored)
+        if self.fused:
+            half = head_dim // 2
+            sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+            return _Step(cos, sin, additive_mask(mask[:, None], dtype), rows, slots)
         return _Step(cos, sin, mask[:, None], rows, slots)
 
     def forward(self, input_embeds: Tensor, positions: Tensor, cache: KVCache | None = None,
