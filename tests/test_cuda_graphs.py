@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lita_serve.config import TextConfig
-from lita_serve.llm.cuda_graphs import MIN_LENGTH, DecodeGraphs, bucket
+from lita_serve.llm.cuda_graphs import LENGTH_STEP, DecodeGraphs, batch_bucket, length_bucket
 from lita_serve.llm.generate import GenerationRequest, generate_batch
 from lita_serve.llm.llama import LlamaDecoder
 from lita_serve.llm.sampling_params import SamplingParams
@@ -37,11 +37,11 @@ def _requests(lengths: list[int], params: list[SamplingParams], seed: int) -> li
             for n, p in zip(lengths, params)]
 
 
-def test_bucket_rounds_up_to_powers_of_two_within_bounds() -> None:
-    assert [bucket(n, 1, 8) for n in (1, 2, 3, 5, 8)] == [1, 2, 4, 8, 8]
-    assert bucket(10, MIN_LENGTH, 600) == MIN_LENGTH
-    assert bucket(300, MIN_LENGTH, 600) == 512
-    assert bucket(513, MIN_LENGTH, 600) == 600
+def test_buckets_round_up_within_bounds() -> None:
+    assert [batch_bucket(n, 8) for n in (1, 2, 3, 5, 8)] == [1, 2, 4, 8, 8]
+    assert [batch_bucket(n, 6) for n in (5, 6)] == [6, 6]
+    assert LENGTH_STEP == 256
+    assert [length_bucket(n, 600) for n in (1, 10, 256, 257, 300, 513)] == [256, 256, 256, 512, 512, 600]
 
 
 @pytest.mark.parametrize("lengths", [[7], [5, 19, 11], [30, 2, 9, 14, 3]])

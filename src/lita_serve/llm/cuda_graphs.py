@@ -4,7 +4,7 @@ A decode step of a 13B decoder launches over a thousand small kernels; launched 
 Python, the launches, not the GPU, set the pace. :class:`DecodeGraphs` allocates one KV cache of
 ``max_batch`` rows by ``max_seq_len`` positions once, and captures the decode step (token
 embedding, every layer, the LM head) as a CUDA graph per *bucket*: a batch size rounded up to a
-power of two and a sequence length rounded up to a power of two (at least :data:`MIN_LENGTH`).
+power of two and a sequence length rounded up to a multiple of :data:`LENGTH_STEP`.
 A batch then runs in a view of the cache of its bucket's size, so attention reads about the
 sequence's own keys rather than the whole cache; padded rows are marked invalid and write to the
 view's scratch slot, exactly as in a right-padded eager batch.
@@ -23,16 +23,22 @@ from torch import Tensor
 
 from lita_serve.llm.llama import KVCache, LlamaDecoder
 
-MIN_LENGTH = 256  # the smallest length bucket (positions)
+LENGTH_STEP = 256  # length buckets are multiples of this many positions
 WARMUP_STEPS = 2  # eager runs on a side stream before a capture (cuBLAS handles, workspaces)
 
 
-def bucket(n: int, floor: int, ceiling: int) -> int:
-    """``n`` rounded up to a power of two, at least ``floor``, at most ``ceiling``."""
-    size = max(1, floor)
+def batch_bucket(n: int, ceiling: int) -> int:
+    """``n`` rounded up to a power of two, at most ``ceiling``."""
+    size = 1
     while size < n:
         size *= 2
     return min(size, ceiling)
+
+
+def length_bucket(n: int, ceiling: int) -> int:
+    """``n`` rounded up to a multiple of :data:`LENGTH_STEP`, at most ``ceiling``: attention reads
+    at most ``LENGTH_STEP - 1`` positions more than the sequence holds."""
+    return min(-(-max(n, 1) // LENGTH_STEP) * LENGTH_STEP, ceiling)
 
 
 @dataclass
@@ -69,8 +75,8 @@ class DecodeGraphs:
 
     def session(self, batch_size: int, max_len: int) -> tuple[KVCache, "DecodeStep"]:
         """A cleared cache view for prefilling ``batch_size`` rows, and the decode step of its bucket."""
-        rows = bucket(batch_size, 1, self.max_batch)
-        length = bucket(max_len, MIN_LENGTH, self.max_seq_len)
+        rows = batch_bucket(batch_size, self.max_batch)
+        length = length_bucket(max_len, self.max_seq_len)
         entry = self._graphs.get((rows, length))
         if entry is None:
             entry = self._graphs[(rows, length)] = self._new_entry(rows, length)
