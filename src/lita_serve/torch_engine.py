@@ -84,6 +84,8 @@ def load_encoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None =
     dev = pick_device(device)
     encoder = VisualEncoder.from_config(cfg, device="meta")
     dtype = dtype or default_dtype(dev, layout.manifest().get("dtype"))
+    if dev.type == "cuda" and dtype == torch.float32:
+        torch.backends.cudnn.allow_tf32 = False  # fp32 stays fp32: cuDNN would run the patch convolution in TF32
     if layout.has_dummy_weights():
         return _dummy(encoder, dev, dtype)
     return _load_into(encoder, layout.encoder_weights, dev, dtype)
