@@ -59,7 +59,7 @@ from typing import Any, Iterator, Sequence
 MiB = 1 << 20
 TRANSFER_LIMIT = 64 * MiB  # working tree + bundle, raw bytes, per run on the GPU machine
 PYTHON = "3.12"  # the GPU machine's interpreter
-RECIPE = 1  # bump when what goes into an archive changes: cached archives are rebuilt
+RECIPE = 2  # bump when what goes into an archive changes: cached archives are rebuilt
 MANIFEST = "manifest.json"
 INSTALLED = ".gpu-bundle-installed.json"  # in the target: the manifest it was installed from
 TAR_MTIME = 315532800  # 1980-01-01, the zip epoch: archives do not depend on when they were made
@@ -100,8 +100,9 @@ SOURCES: dict[str, Source] = {
     "av": Source("av", "18.1.0", "PyAV: every video is probed with it, and 'auto' decodes with it", ("av",)),
     "decord": Source("decord", "0.6.0", "decord: used only when a request asks for backend='decord'",
                      ("decord",)),
-    "tritonclient": Source("tritonclient", "2.61.0", "lita_client (imported by the adapters) needs "
-                           "tritonclient.grpc; the first pure-Python wheel >= 2.51", ("tritonclient.grpc",)),
+    "tritonclient": Source("tritonclient", "2.61.0", "lita_client (imported by the adapters) needs tritonclient.grpc; "
+                           "2.51 to 2.60 carry perf_analyzer (14 MB), 2.61 is the first pure-Python wheel; its "
+                           "gRPC stubs need grpcio >= 1.67.1", ("tritonclient.grpc",)),
     "python-rapidjson": Source("python-rapidjson", "1.25", "imported by tritonclient.grpc", ("rapidjson",)),
 }
 DECODERS = ("av", "decord")
@@ -219,10 +220,26 @@ def blank_icu_data(path: Path) -> int:
 
 # --- building
 
+def wheel_fits(name: str) -> bool:
+    """True when a wheel's file name says it installs on CPython 3.12, manylinux x86-64."""
+    parts = name[:-len(".whl")].split("-")
+    if len(parts) not in (5, 6):
+        return False
+    pythons, abis, platforms = (set(tags.split(".")) for tags in parts[-3:])
+    cpython = {f"cp3{minor}" for minor in range(2, 13)}
+    return (bool(pythons & {"py3", "cp312"} or ("abi3" in abis and pythons & cpython))
+            and bool(abis & {"none", "cp312", "abi3"}) and bool(platforms & set(PLATFORMS)))
+
+
 def download(source: Source, cache: Path) -> Path:
     """The source's wheel for CPython 3.12 on manylinux x86-64, from the cache or from PyPI."""
     wheels = cache / "wheels"
-    found = sorted(p for p in wheels.glob("*.whl") if p.name.lower().startswith(source.wheel_prefix))
+
+    def cached() -> list[Path]:
+        return sorted(p for p in wheels.glob("*.whl")
+                      if p.name.lower().startswith(source.wheel_prefix) and wheel_fits(p.name))
+
+    found = cached()
     if found:
         return found[0]
     wheels.mkdir(parents=True, exist_ok=True)
@@ -231,7 +248,7 @@ def download(source: Source, cache: Path) -> Path:
            *(arg for tag in PLATFORMS for arg in ("--platform", tag)), "--dest", str(wheels), source.requirement]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(p for p in wheels.glob("*.whl") if p.name.lower().startswith(source.wheel_prefix))
+    found = cached()
     if done.returncode != 0 or not found:
         raise BundleError(f"pip download {source.requirement} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     say(f"downloaded {found[0].name} ({found[0].stat().st_size / MiB:.1f} MiB) in {time.perf_counter() - start:.1f} s")
@@ -346,7 +363,8 @@ def stage_tritonserver(wheel: Path, dest: Path, stub_versions: Sequence[str]) ->
     users, system = needed_closure(roots, libs)
     for lib in sorted(libs.iterdir()):
         if lib.name not in users:
-            drop(lib, "no kept file needs it (DT_NEEDED): libpython 3.13 for the 3.13 stub")
+            drop(lib, "no kept file needs it (DT_NEEDED)" + (": the libpython of the Python 3.13 stub"
+                                                              if lib.name.startswith("libpython") else ""))
 
     changed = [{"path": "pytriton/__init__.py", "why": "imports only importlib.metadata (the original imports "
                 "PyTriton's API)"}]
@@ -373,7 +391,8 @@ def stage_tritonserver(wheel: Path, dest: Path, stub_versions: Sequence[str]) ->
         elif path.is_relative_to(info_dir):
             reason = "metadata: pytriton.__version__, licences"
         else:
-            reason = why.get(path.relative_to(dist).as_posix() if path.is_relative_to(dist) else "", "the package")
+            reason = why.get(path.relative_to(dist).as_posix() if path.is_relative_to(dist) else "",
+                             "the package (rewritten, see changed)")
         kept.append({"path": rel, "bytes": path.stat().st_size, "why": reason})
     return {"kept": kept, "dropped": dropped, "changed": changed, "system_libraries": system,
             "stubs": list(stub_versions), "stripped_with": strip}
@@ -419,7 +438,7 @@ def build_part(part: str, cache: Path, stub_versions: Sequence[str]) -> tuple[Pa
     wheel_sha = sha256(wheel)
     key = recipe_key(part, wheel_sha, stub_versions)
     archive = cache / "archives" / f"{part}-{key}.tar.xz"
-    record = archive.with_suffix(".json")
+    record = cache / "archives" / f"{part}-{key}.json"
     if archive.is_file() and record.is_file():
         say(f"{part}: cached archive {archive.name}")
         return archive, json.loads(record.read_text())
@@ -434,6 +453,9 @@ def build_part(part: str, cache: Path, stub_versions: Sequence[str]) -> tuple[Pa
                         "bytes": wheel.stat().st_size, "sha256": wheel_sha},
              "why": source.why, "imports": list(source.imports), "unpacked_bytes": unpacked, **detail}
     record.write_text(json.dumps(entry, indent=1))
+    for stale in archive.parent.glob(f"{part}-*"):  # earlier recipes of this part
+        if stale not in (archive, record) and re.fullmatch(rf"{re.escape(part)}-[0-9a-f]{{16}}\.(tar\.xz|json)", stale.name):
+            stale.unlink()
     say(f"{part}: {wheel.name} -> {archive.stat().st_size / MiB:.1f} MiB xz ({unpacked / MiB:.1f} MiB unpacked) "
         f"in {time.perf_counter() - start:.1f} s")
     return archive, entry
@@ -481,10 +503,10 @@ def build(out: Path, cache: Path | None = None, decoder: str = "av",
     previous = read_manifest(out) if (out / MANIFEST).is_file() else {}
     files, components = [], {}
     for part, (archive, entry) in built.items():
-        name = archive_name(part)
-        if not (out / name).is_file() or sha256(out / name) != sha256(archive):
+        name, digest = archive_name(part), sha256(archive)
+        if not (out / name).is_file() or sha256(out / name) != digest:
             shutil.copyfile(archive, out / name)
-        files.append({"name": name, "bytes": (out / name).stat().st_size, "sha256": sha256(out / name)})
+        files.append({"name": name, "bytes": (out / name).stat().st_size, "sha256": digest})
         components[part] = {"archive": name, **entry}
     for old in previous.get("files", []):
         if old["name"] not in {f["name"] for f in files} and (out / old["name"]).is_file():
@@ -501,13 +523,17 @@ def build(out: Path, cache: Path | None = None, decoder: str = "av",
     write_manifest(out, manifest)
     for f in files:
         say(f"  {f['name']:<40} {f['bytes'] / MiB:7.2f} MiB")
-    line = f"bundle {out}: {manifest['total_bytes'] / MiB:.2f} MiB in {len(files) + 1} files, made in " \
-           f"{time.perf_counter() - start:.1f} s"
+    # What travels is the whole folder: also files put there by others (e.g. media).
+    folder = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    line = f"bundle {out}: {manifest['total_bytes'] / MiB:.2f} MiB in {len(files) + 1} files"
+    if folder != manifest["total_bytes"]:
+        line += f" (the folder with other files: {folder / MiB:.2f} MiB)"
+    line += f", made in {time.perf_counter() - start:.1f} s"
     if tree is not None:
-        line += f"; with the working tree ({tree / MiB:.2f} MiB): {(tree + manifest['total_bytes']) / MiB:.2f} MiB " \
+        line += f"; with the working tree ({tree / MiB:.2f} MiB): {(tree + folder) / MiB:.2f} MiB " \
                 f"of {TRANSFER_LIMIT / MiB:.0f} MiB"
     say(line)
-    if tree is not None and tree + manifest["total_bytes"] > TRANSFER_LIMIT:
+    if tree is not None and tree + folder > TRANSFER_LIMIT:
         raise BundleError(f"bundle and working tree together exceed {TRANSFER_LIMIT / MiB:.0f} MiB")
     return manifest
 
@@ -594,31 +620,47 @@ def this_stub(target: Path) -> Path:
     return target / "pytriton" / "tritonserver" / "python_backend_stubs" / version / STUB
 
 
-def missing_libraries(target: Path) -> dict[str, list[str]]:
+def linked_libraries(target: Path) -> dict[str, dict[str, str | None]]:
     """``ldd`` of the server, the python backend and this interpreter's stub, with the library
-    path the launcher sets: file -> libraries the loader cannot find (empty lists: all found)."""
+    path the launcher sets: file -> {library: where the loader finds it, None when it does not}.
+    Empty without ``ldd``; a file that is not there maps to {"(file missing)": None}."""
     ldd = shutil.which("ldd")
     dist = target / "pytriton" / "tritonserver"
     files = [dist / "bin" / "tritonserver", dist / "backends" / "python" / "libtriton_python.so", this_stub(target)]
     env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(library_path())}
-    found: dict[str, list[str]] = {}
-    for path in files:
+    found: dict[str, dict[str, str | None]] = {}
+    for path in files if ldd else []:
         if not path.is_file():
-            found[path.name] = ["(file missing)"]
-        elif ldd is not None:
-            out = subprocess.run([ldd, str(path)], capture_output=True, text=True, env=env).stdout
-            found[path.name] = [line.split()[0] for line in out.splitlines() if "not found" in line]
+            found[path.name] = {"(file missing)": None}
+            continue
+        out = subprocess.run([ldd, str(path)], capture_output=True, text=True, env=env).stdout
+        libs: dict[str, str | None] = {}
+        for line in out.splitlines():
+            name, arrow, rest = line.strip().partition(" => ")
+            if arrow:
+                libs[name] = None if rest.startswith("not found") else rest.split(" (")[0]
+        found[path.name] = libs
     return found
 
 
+def missing_libraries(target: Path) -> dict[str, list[str]]:
+    """File -> the libraries the loader cannot find for it (see :func:`linked_libraries`)."""
+    return {name: [lib for lib, where in libs.items() if where is None]
+            for name, libs in linked_libraries(target).items()}
+
+
 IMPORT_PROBE = r'''
-import importlib, json, sys
+import importlib, importlib.metadata, json, sys
 modules, out = sys.argv[1:], {}
 for name in modules:
     try:
         mod = importlib.import_module(name)
-        top = sys.modules[name.split(".")[0]]
-        out[name] = {"version": str(getattr(top, "__version__", "")), "file": getattr(mod, "__file__", None)}
+        top = name.split(".")[0]
+        version = getattr(sys.modules[top], "__version__", None)
+        if version is None:
+            dists = importlib.metadata.packages_distributions().get(top, [])
+            version = importlib.metadata.version(dists[0]) if dists else "?"
+        out[name] = {"version": str(version), "file": getattr(mod, "__file__", None)}
     except Exception as exc:
         out[name] = {"error": f"{type(exc).__name__}: {exc}"}
 try:
@@ -647,9 +689,14 @@ def import_probe(target: Path, modules: Sequence[str]) -> dict[str, Any]:
 def probe(target: Path, manifest: dict[str, Any], parts: Sequence[str] | None = None) -> bool:
     """Print the loader's and the importer's view of an installed bundle; -> True when all is found."""
     ok = True
-    for name, missing in missing_libraries(target).items():
+    linked = linked_libraries(target)
+    if not linked:
+        say("ldd not found: shared libraries not checked")
+    for name, libs in linked.items():
+        missing = [lib for lib, where in libs.items() if where is None]
         ok = ok and not missing
-        say(f"libraries of {name}: {'all found' if not missing else 'NOT FOUND: ' + ', '.join(missing)}")
+        libpython = next((f"; {lib} => {where}" for lib, where in libs.items() if lib.startswith("libpython") and where), "")
+        say(f"libraries of {name}: {'all found' if not missing else 'NOT FOUND: ' + ', '.join(missing)}{libpython}")
     modules = [m for p, c in manifest["components"].items() if parts is None or p in parts for m in c["imports"]]
     for name, result in import_probe(target, modules).items():
         if "error" in result:
@@ -681,8 +728,20 @@ output [
 ]
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 '''
-SMOKE_PY = '''import numpy as np
-import triton_python_backend_utils as pb_utils
+SMOKE_PY = '''import os
+import site
+import sys
+
+# As the project's adapters do: the stub ignores PYTHONPATH, so its folders (the bundle's target
+# first) go ahead of the base interpreter's packages before numpy is imported.
+_base = list(sys.path)
+for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    if _path and _path not in _base:
+        site.addsitedir(_path)
+sys.path[:] = [p for p in sys.path if p not in _base] + _base
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
 
 
 class TritonPythonModel:
@@ -807,7 +866,6 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--out", type=Path, help="make the bundle in this folder (needs pip and PyPI)")
     mode.add_argument("--check", type=Path, metavar="BUNDLE", help="check a bundle's files against its manifest")
     mode.add_argument("--install", type=Path, metavar="BUNDLE", help="unpack a bundle into --target (offline)")
-    mode.add_argument("--smoke", type=Path, metavar="TARGET", help="serve a trivial model from an installed target")
     parser.add_argument("--target", type=Path, help="with --install: the folder to unpack into")
     parser.add_argument("--parts", nargs="+", help="with --install: only these parts (default: all)")
     parser.add_argument("--decoder", choices=DECODERS, default="av", help="video decoder wheel (default: av, "
@@ -816,6 +874,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"python backend stubs to keep (repeatable; default {PYTHON})")
     parser.add_argument("--cache", type=Path, default=None, help=f"downloads and archives (default {default_cache()})")
     parser.add_argument("--no-probe", action="store_true", help="with --install: skip the library and import checks")
+    parser.add_argument("--smoke", action="store_true", help="with --install: then serve a trivial python-backend "
+                        "model from the target through tritonserver (loopback HTTP)")
     args = parser.parse_args(argv)
     try:
         if args.out is not None:
@@ -831,8 +891,8 @@ def main(argv: list[str] | None = None) -> int:
             manifest = install(args.install, args.target, args.parts)
             if not args.no_probe and not probe(args.target, manifest, args.parts):
                 return 1
-        else:
-            smoke(args.smoke)
+            if args.smoke:
+                smoke(args.target)
     except BundleError as exc:
         say(f"gpu-bundle: {exc}")
         return 1
