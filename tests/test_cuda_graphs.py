@@ -117,3 +117,25 @@ def test_fused_projections_compute_the_same_function(decoder) -> None:
     greedy = [SamplingParams(max_tokens=10, greedy=True)] * 2
     assert generate_batch(fused, _requests([9, 13], greedy, seed=8), eos_id=-1) == \
         generate_batch(decoder, _requests([9, 13], greedy, seed=8), eos_id=-1)
+
+
+def test_streaming_ahead_keeps_tokens_and_their_order(decoder) -> None:
+    """Launching each step before streaming the previous one (the GPU's order) changes neither the
+    tokens nor the order in which callbacks see them, log-probabilities included."""
+    def run(ahead: bool) -> tuple[list[list[int]], list[tuple]]:
+        seen: list[tuple] = []
+        params = [SamplingParams(max_tokens=9, greedy=True, logprobs=2),
+                  SamplingParams(max_tokens=6, greedy=False, temperature=0.8, seed=5),
+                  SamplingParams(max_tokens=7, greedy=True, repetition_penalty=1.3)]
+        requests = _requests([8, 3, 12], params, seed=9)
+        for i, r in enumerate(requests):
+            r.on_token = lambda t, i=i: seen.append(("token", i, t))
+            r.on_logprobs = lambda lp, i=i: seen.append(("logprobs", i, round(lp.logprob, 5)))
+        out = generate_batch(decoder, requests, eos_id=-1, graphs=DecodeGraphs(decoder, 4, 64, capture=False),
+                             ahead=ahead)
+        return out, seen
+
+    assert run(True) == run(False)
+    out, seen = run(True)
+    assert [len(ids) for ids in out] == [9, 6, 7]
+    assert [e[2] for e in seen if e[:2] == ("token", 0)] == out[0]

@@ -49,11 +49,14 @@ def generate(decoder: LlamaDecoder, input_ids: list[int], prompt_table: Tensor |
 
 
 def generate_batch(decoder: LlamaDecoder, requests: Sequence[GenerationRequest], eos_id: int,
-                   stop_ids: Sequence[int] = (), graphs: DecodeGraphs | None = None) -> list[list[int]]:
+                   stop_ids: Sequence[int] = (), graphs: DecodeGraphs | None = None,
+                   ahead: bool | None = None) -> list[list[int]]:
     """Run several requests through one right-padded batch; returns one id list per request.
 
     With ``graphs`` (and a batch that fits them) the decode steps run over their static cache, from
-    CUDA graphs on a GPU; otherwise over a cache made for this batch, eagerly.
+    CUDA graphs on a GPU; otherwise over a cache made for this batch, eagerly. ``ahead`` (default:
+    on a GPU) launches each decode step before streaming the tokens of the step before, so the
+    host's callbacks overlap the device's work; the tokens and their order do not change.
     """
     if not requests:
         return []
@@ -76,11 +79,19 @@ def generate_batch(decoder: LlamaDecoder, requests: Sequence[GenerationRequest],
         positions = torch.arange(embeds.shape[1], device=device)
         logits = decoder(embeds, positions, cache, valid, output_index=lens - 1)[:, 0]  # [B,V]
         next_pos = lens.clone()
+        # On a GPU the next step is launched before this step's tokens are streamed, so the host's
+        # callbacks (responses, log-probabilities) overlap the step instead of idling the GPU; on
+        # the CPU each token is streamed before the next step computes.
+        ahead = device.type == "cuda" if ahead is None else ahead
         while any(active):
-            tokens = _choose(logits, requests, gens, history, active, outputs, stops)  # [B]
-            if not any(active):
-                break
-            logits = decode(tokens.to(device), next_pos, torch.tensor(active, device=device))  # [B,V]
+            chosen_from = logits
+            tokens, emitted = _choose(chosen_from, requests, gens, history, active, outputs, stops)  # [B]
+            more = any(active)
+            if more and ahead:
+                logits = decode(tokens.to(device), next_pos, torch.tensor(active, device=device))  # [B,V]
+            _deliver(chosen_from, requests, emitted)
+            if more and not ahead:
+                logits = decode(tokens.to(device), next_pos, torch.tensor(active, device=device))
             next_pos += 1
     return outputs
 
@@ -120,26 +131,42 @@ def _embed_prompts(decoder: LlamaDecoder, requests: Sequence[GenerationRequest],
 
 
 def _choose(logits: Tensor, requests: Sequence[GenerationRequest], gens: list[torch.Generator],
-            history: list[list[int]], active: list[bool], outputs: list[list[int]], stops: set[int]) -> Tensor:
-    """Sample one token per active row, update stop state and stream it; -> tokens [B] (0 for idle rows)."""
+            history: list[list[int]], active: list[bool], outputs: list[list[int]],
+            stops: set[int]) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Sample one token per active row and update stop state; -> tokens [B] (0 for idle rows) and
+    the (row, token) pairs to stream. Plain greedy rows share one argmax (one device sync)."""
     tokens = torch.zeros(len(requests), dtype=torch.long)
+    plain = [b for b, r in enumerate(requests)
+             if active[b] and r.params.is_greedy and r.params.repetition_penalty == 1.0]
+    picks = dict(zip(plain, logits[plain].float().argmax(dim=-1).tolist())) if plain else {}
+    emitted = []
     for b, r in enumerate(requests):
         if not active[b]:
             continue
-        prev = None
-        if r.params.repetition_penalty != 1.0:
-            prev = torch.tensor([history[b]], dtype=torch.long, device=logits.device)
-        token = int(sample_next(logits[b : b + 1], r.params, gens[b], prev)[0])
+        if b in picks:
+            token = picks[b]
+        else:
+            prev = None
+            if r.params.repetition_penalty != 1.0:
+                prev = torch.tensor([history[b]], dtype=torch.long, device=logits.device)
+            token = int(sample_next(logits[b : b + 1], r.params, gens[b], prev)[0])
         if token in stops:
             active[b] = False
             continue
         outputs[b].append(token)
         history[b].append(token)
         tokens[b] = token
+        emitted.append((b, token))
+        if len(outputs[b]) >= r.params.max_tokens:
+            active[b] = False
+    return tokens, emitted
+
+
+def _deliver(logits: Tensor, requests: Sequence[GenerationRequest], emitted: list[tuple[int, int]]) -> None:
+    """Stream the tokens ``_choose`` picked from ``logits``: log-probabilities first, then the token."""
+    for b, token in emitted:
+        r = requests[b]
         if r.on_logprobs is not None and r.params.logprobs is not None:
             r.on_logprobs(token_logprobs(logits[b], token, r.params.logprobs, r.time_ids))
         if r.on_token is not None:
             r.on_token(token)
-        if len(outputs[b]) >= r.params.max_tokens:
-            active[b] = False
-    return tokens
