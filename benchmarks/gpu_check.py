@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                               "driver": driver_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
                               "python": platform.python_version(), "bandwidth_published_tbs": args.bandwidth_tbs,
                               "commands": ["make gpu-bundle  # here, from registry wheels",
-                                           "make gpu-check   # on the GPU machine: " + " ".join(sys.argv)]}
+                                           "make gpu-check   # on the GPU machine: python -m benchmarks.gpu_check "
+                                           + " ".join(sys.argv[1:] if argv is None else argv)]}
     measured = _section(report, "bandwidth_measured_tbs", copy_bandwidth_tbs)
     bandwidth = measured if isinstance(measured, float) else args.bandwidth_tbs
     print(f"device-to-device copy: {bandwidth:.2f} TB/s", flush=True)
