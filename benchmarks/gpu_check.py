@@ -29,7 +29,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -221,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--media", type=Path, default=Path(".gpu-bundle/media"),
                    help="folder with the two videos `make gpu-bundle` writes (no video encoder on the GPU machine)")
     p.add_argument("--out", type=Path, default=Path("artifacts/gpu_check.json"))
+    p.add_argument("--workdir", type=Path, default=Path("artifacts/gpu_check"),
+                   help="where the repositories, the videos' answers and the servers' logs go (kept)")
     p.add_argument("--table", type=Path, default=None, metavar="REPORT",
                    help="print the README table of a report written earlier, and stop")
     args = p.parse_args(argv)
@@ -246,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     measured = _section(report, "bandwidth_measured_tbs", copy_bandwidth_tbs)
     bandwidth = measured if isinstance(measured, float) else args.bandwidth_tbs
     print(f"device-to-device copy: {bandwidth:.2f} TB/s", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="lita-gpu-check-"))
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
 
     def demo_parity() -> dict[str, Any]:
         return parity(build_demo_repository(work / "parity-repo", progress=False))
