@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,18 +19,6 @@ def machine_note() -> str:
     """Where the numbers come from: core count (shared with other processes on this host), torch threads."""
     return (f"machine: {os.cpu_count()} CPU cores visible (shared with other processes; timings are noisy), "
             f"torch {torch.__version__} with {torch.get_num_threads()} threads, Python {platform.python_version()}")
-
-
-def median_time(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeat`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def interleaved_min(fns: dict[str, Callable[[], Any]], repeat: int = 3, warmup: int = 1) -> dict[str, float]:

@@ -34,9 +34,9 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from lita_serve.demo import QUESTION
 
 H200_TBS = 4.8  # NVIDIA's published HBM3e bandwidth of the H200, TB/s
-QUESTION = "When does the red circle appear?"
 LOGIT_TOLERANCE = {"float16": 0.05, "bfloat16": 0.25}  # max |logit - fp32 CPU logit|, relative to the logit range
 
 

@@ -19,13 +19,12 @@ import asyncio
 import os
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ARTIFACTS, build_bench_repository, compare, machine_note
 from lita_serve.loadtest.run import answered_requests
+from lita_serve.demo import QUESTION
 
-QUESTION = "When does the red circle appear?"
 MAX_TOKENS = 8
 CONCURRENCY = 8
 

@@ -27,8 +27,8 @@ import torch
 
 from benchmarks.common import ARTIFACTS, build_bench_repository, compare, machine_note, process_cpu_seconds
 from lita_serve.proc_stat import process_tree_cpu_seconds
+from lita_serve.demo import QUESTION
 
-QUESTION = "When does the red circle appear?"
 MAX_TOKENS = 16
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from triton_calls import NP_TO_TRITON, request_inputs, run
-from videos import make_audio_only, make_mp4, make_one_frame_video, make_still_png, truncate
+from videos import make_audio_only, make_one_frame_video, make_still_png, truncate
 
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.inprocess import LitaPipeline

@@ -18,9 +18,9 @@ from lita_serve.inprocess import LitaPipeline
 from lita_serve.launcher import Ports, TritonServer
 from lita_build.repository import write_model_repository
 from lita_serve.torch_engine import export_torch_engine
+from lita_serve.demo import QUESTION
 
 pytestmark = pytest.mark.server
-QUESTION = "When does the red circle appear?"
 
 
 def _hf(version):

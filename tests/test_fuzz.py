@@ -8,7 +8,6 @@ Example counts are fixed and small so the whole file stays well under 30 s.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from helpers_text import converted_model

@@ -8,7 +8,7 @@ import decord
 import numpy as np
 import pytest
 
-from lita_serve.data.looks import HELDOUT_FAMILIES, LOOK_FAMILIES, TRAINING_FAMILIES, Look, random_look
+from lita_serve.data.looks import HELDOUT_FAMILIES, LOOK_FAMILIES, TRAINING_FAMILIES, random_look
 from lita_serve.data.synthetic import BACKGROUNDS, COLORS, Event, VideoSpec, encode_spec, event_mask, random_video_spec, render_frame
 from lita_serve.train.dataset import draw_specs
 

@@ -26,10 +26,10 @@ from lita_serve.preprocess.frame_sampling import frame_indices
 from lita_serve.preprocess.source import load_source
 from lita_serve.preprocess.video import sample_video_for
 from lita_serve.time_tokens import seconds_to_index
+from lita_serve.demo import QUESTION
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("ffmpeg") is None,
                                                    reason="the media matrix needs the ffmpeg command line")]
-QUESTION = "When does the red circle appear?"
 
 
 @pytest.fixture(scope="module")

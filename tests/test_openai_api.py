@@ -36,11 +36,11 @@ from lita_serve.openai_api import FrontendSettings, OpenAIFrontend
 from lita_serve.openai_api.api_errors import from_client_error
 from lita_serve.openai_api.frontend_settings import limits_of
 from lita_serve.openai_api.media_source import decoded_size
+from lita_serve.demo import QUESTION
 
 pytestmark = pytest.mark.server
 
 KEY = "sk-lita-test"
-QUESTION = "When does the red circle appear?"
 TIME_PAIR = r"^\d+\.\ds \d+\.\ds$"
 
 

@@ -13,9 +13,9 @@ from triton_calls import request_inputs, run
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.inprocess import LitaPipeline
 from lita_build.repository import check_model_repository
+from lita_serve.demo import QUESTION
 
 pytestmark = pytest.mark.server
-QUESTION = "When does the red circle appear?"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ ones with an ``error`` field, and each failure is listed on stderr).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any, Sequence
@@ -26,7 +25,7 @@ from lita_client.contract import SAMPLING_RANGES
 from lita_client.errors import LitaClientError
 from lita_client.options import URL_ENV, ConnectionOptions, RetryPolicy, default_url
 from lita_client.wire import SAMPLING_NAMES, sampling_dtype
-from lita_client.sdk import AsyncLitaClient, LitaClient
+from lita_client.sdk import LitaClient
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 PROG = "lita-client"

@@ -16,7 +16,7 @@ import numpy as np
 
 from lita_client.answer import Chunk
 from lita_client.errors import InvalidRequestError, ServerError
-from lita_client.contract import ENSEMBLE, SAMPLING_INPUTS
+from lita_client.contract import SAMPLING_INPUTS
 
 # Client-settable sampling parameters (``stream`` is chosen by the call, not by the caller's kwargs).
 SAMPLING_NAMES: tuple[str, ...] = tuple(name for name in SAMPLING_INPUTS if name != "stream")

@@ -2,8 +2,9 @@
 
 A :class:`LitaConfig` describes one served model: the vision tower, the projector, LITA's
 visual-token layout, the LLaMA decoder and the time tokens. The build step writes it as
-``lita.json`` at the root of a model repository; the Triton models, the in-process pipeline
-and the client all read it from there instead of repeating numbers.
+``lita.json`` at the root of a model repository; the Triton models and the in-process pipeline
+read it from there instead of repeating numbers (the client needs none of them: it reads the
+tensor names of :mod:`lita_client.contract`).
 
 :class:`ServeLimits` holds the server-side limits (video bytes, duration, new tokens, ...).
 """
@@ -125,7 +126,8 @@ class ServeLimits:
     max_concurrent_requests: int = 64
     # Visual-feature cache shared by the preprocess and encoder processes (LRU by bytes; 0 disables).
     feature_cache_bytes: int = 1 << 30
-    # Where its entries live; empty: a folder per repository under the system's temporary directory.
+    # Where its entries live; empty: a folder per repository under $XDG_RUNTIME_DIR/lita, else
+    # under <temporary directory>/lita-<uid> (lita_serve.feature_cache.default_cache_dir).
     feature_cache_dir: str = ""
 
 

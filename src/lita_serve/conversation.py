@@ -73,7 +73,7 @@ TEMPLATES: dict[str, ConversationTemplate] = {  # keys: config.CONV_TEMPLATES
     "llava_v1": ConversationTemplate(LLAVA_V1_SYSTEM_PROMPT),
 }
 
-Segment = tuple[str, bool]  # (text, is_user_text)
+PromptPiece = tuple[str, bool]  # (text, is_user_text)
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ class PromptParts:
     template's text wherever the placement puts it.
     """
 
-    before_video: tuple[Segment, ...]
-    after_video: tuple[Segment, ...]
+    before_video: tuple[PromptPiece, ...]
+    after_video: tuple[PromptPiece, ...]
     question: str
 
     @property
@@ -102,7 +102,7 @@ class PromptParts:
         return self.before_text + VIDEO_PLACEHOLDER + self.after_text
 
 
-def _join(segments: tuple[Segment, ...]) -> str:
+def _join(segments: tuple[PromptPiece, ...]) -> str:
     return "".join(text for text, _ in segments)
 
 

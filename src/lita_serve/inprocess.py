@@ -7,7 +7,6 @@ serving-overhead benchmark.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 

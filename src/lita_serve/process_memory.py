@@ -20,8 +20,8 @@ from pathlib import Path
 
 from lita_serve.launcher import stub_processes
 from lita_serve.layout import RepositoryLayout
+from lita_serve.demo import QUESTION
 
-QUESTION = "When does the red circle appear?"
 # What each step's adapter imports (besides Triton's own module): importing alone costs this much.
 STEP_IMPORTS = {
     "preprocess": "lita_serve.preprocess.request, lita_serve.feature_cache, lita_serve.triton_io",

@@ -32,13 +32,13 @@ from __future__ import annotations
 from typing import Sequence
 
 from lita_serve.config import VISUAL_TOKEN_FORMATS, PromptOptions
-from lita_serve.conversation import Segment, prompt_parts
+from lita_serve.conversation import PromptPiece, prompt_parts
 from lita_serve.errors import CheckpointError, InvalidInputError, LimitExceededError
 from lita_serve.special_tokens import IM_END_TOKEN, IM_START_TOKEN, VID_END_TOKEN, VID_START_TOKEN
 from lita_serve.tokenizer import LitaTokenizer
 
 
-def _encode_chunk(tokenizer: LitaTokenizer, parts: Sequence[Segment], *, continued: bool = False) -> list[int]:
+def _encode_chunk(tokenizer: LitaTokenizer, parts: Sequence[PromptPiece], *, continued: bool = False) -> list[int]:
     """Encode ``(text, is_user_text)`` parts that form one chunk of the prompt.
 
     When no template part contains a special piece, encoding the whole chunk in one call with

@@ -19,7 +19,6 @@ sys.path[:] = [p for p in sys.path if p not in _base] + _base
 
 import json  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from lita_client.contract import ENSEMBLE, SAMPLING_INPUTS
+from lita_serve.demo import QUESTION
 
-DEFAULT_QUESTIONS = ("When does the red circle appear?", "Describe the video with timestamps.")
+DEFAULT_QUESTIONS = (QUESTION, "Describe the video with timestamps.")
 # The cold regime's videos: (width, height, seconds) at 25 fps, H.264 with B-frames. Flat
 # synthetic scenes keep each file small (11-36 KB) while decoding still costs what the size and
 # length cost, so a perf_analyzer input file of a few hundred distinct copies stays a few MB.

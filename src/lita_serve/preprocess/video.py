@@ -115,7 +115,7 @@ def sample_video(
     ``source`` is a path or the video's bytes. Returns float32 ``[F, 3, S, S]`` frames with
     ``S = image_size``. Raises :class:`VideoDecodeError` for anything that is not a decodable
     video and :class:`LimitExceededError` when ``max_bytes``/``max_duration_s``/``max_frames``
-    is exceeded. ``backend`` is ``"auto"`` (decord when installed), ``"decord"`` or ``"pyav"``.
+    is exceeded. ``backend`` is ``"auto"`` (PyAV, the first of :func:`available_backends`), ``"decord"`` or ``"pyav"``.
     ``image_aspect_ratio`` ``"square"`` crops the centre of frames scaled to cover the square;
     ``"pad"`` scales them to fit inside it and pads with the mean colour (LLaVA's expand2square).
     """
