@@ -13,7 +13,7 @@ PERF_VENV ?= .venv-perf
 PERF_STAMP := $(PERF_VENV)/.installed
 export LITA_PERF_ANALYZER := $(abspath $(PERF_VENV))/bin/perf_analyzer
 
-.PHONY: setup perf-tools load-deps media-deps test demo serve eval bench load soak rss gpu-bundle gpu-check clean load-openai
+.PHONY: setup perf-tools load-deps media-deps test test-fast demo serve eval bench load soak rss gpu-bundle gpu-check clean load-openai
 
 # The server package (runtime core + build step) and the client distribution it takes its
 # contract from, both editable.
@@ -45,6 +45,11 @@ media-deps:
 
 test: setup perf-tools media-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The quick loop while working: every test that starts no tritonserver and is not marked slow
+# (tests/conftest.py marks server tests, and fails one that starts a server unmarked).
+test-fast: setup media-deps
+	$(BIN)/python -m pytest -q -m "not server and not slow and not gpu" $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/lita demo --repository $(REPO)

@@ -26,12 +26,54 @@ def pytest_configure(config) -> None:
     folder, removed when the session ends (nothing is left in the system's temporary folder)."""
     config._lita_cache_root = temporary_cache_root("lita-test-cache-")
     config._lita_cache_root.__enter__()
+    _refuse_unmarked_servers()
 
 
 def pytest_unconfigure(config) -> None:
     root = getattr(config, "_lita_cache_root", None)
     if root is not None:
         root.__exit__(None, None, None)
+
+
+# Session fixtures that start tritonserver: a test that uses one (directly or through another
+# fixture) is a `server` test. Tests that start a server themselves say so with the marker;
+# `_refuse_unmarked_servers` fails a test that starts one without it, so `make test-fast`
+# (`-m "not server and not slow and not gpu"`) never waits for a server.
+SERVER_FIXTURES = {"triton_server", "demo_server"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+        if any(m.name == "skipif" and "CUDA" in str(m.kwargs.get("reason", "")) for m in item.iter_markers()):
+            item.add_marker(pytest.mark.gpu)
+
+
+_RUNNING: dict[str, pytest.Item | None] = {"item": None}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item) -> None:
+    _RUNNING["item"] = item  # before its fixtures are set up, module and session ones included
+
+
+def pytest_runtest_teardown(item) -> None:
+    _RUNNING["item"] = None
+
+
+def _refuse_unmarked_servers() -> None:
+    """A test without the `server` marker that starts tritonserver (itself or through a fixture)
+    fails and says to mark it."""
+    start = TritonServer.start
+
+    def checked(self, *args, **kwargs):
+        item = _RUNNING["item"]
+        if item is not None and item.get_closest_marker("server") is None:
+            raise AssertionError(f"{item.nodeid} starts tritonserver: mark it @pytest.mark.server")
+        return start(self, *args, **kwargs)
+
+    TritonServer.start = checked
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def test_dummy_repository_has_no_weights_and_loads_the_presets_shapes(tmp_path) 
     assert check_model_repository(layout.root) == []
     assert not layout.encoder_weights.exists() and not layout.decoder_weights.exists()
     manifest = layout.manifest()
-    assert manifest["weights"] == "dummy" and manifest["source"] == "dummy:tiny" and manifest["dtype"] == "float16"
+    assert manifest.weights == "dummy" and manifest.source == "dummy:tiny" and manifest.dtype == "float16"
     cfg = layout.load_config()
     assert cfg.lita.sample_frames == 16 and cfg.name == "lita-tiny"
     assert cfg.text.vocab_size >= summary.config.text.vocab_size >= 710  # grown to the demo tokenizer, padded

@@ -75,7 +75,7 @@ def int8_repo(tmp_path_factory) -> Path:
 
 def test_int8_repository_records_and_loads_int8_weights(int8_repo: Path) -> None:
     layout = RepositoryLayout.of(int8_repo)
-    assert layout.manifest()["quantization"] == "int8_weight_only" and layout.quantization() == "int8_weight_only"
+    assert layout.manifest().quantization == "int8_weight_only" and layout.quantization() == "int8_weight_only"
     cfg = layout.load_config()
     int8 = load_decoder(layout, cfg, device="cpu")
     fp32 = load_decoder(layout, cfg, device="cpu", quantization="none")

@@ -11,7 +11,7 @@ import json
 import logging
 import subprocess
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from lita_serve.config import PromptOptions
 from lita_serve.conversation import check_prompt_options
 from lita_serve.errors import CheckpointError, InvalidInputError
 from lita_serve.model import LitaModel
-from lita_serve.layout import BUILD_MANIFEST, ENCODER_ENGINES, ENCODER_ONNX, ENCODER_PLAN
+from lita_serve.layout import BUILD_MANIFEST, ENCODER_ENGINES, ENCODER_ONNX, ENCODER_PLAN, BuildManifest
 from lita_serve.llm.trtllm_release import TrtllmRelease, trtllm_release
 from lita_build.repository import Deployment, write_model_repository
 from lita_serve.torch_engine import export_torch_engine
@@ -101,26 +101,26 @@ def _write_torch(model: LitaModel, tokenizer: Path, output: Path, summary: Build
 
 
 def _write_encoder_engine(model: LitaModel, output: Path, encoder_engine: str, fp16: bool, max_batch_size: int,
-                          dry_run: bool, summary: BuildSummary, bar: tqdm) -> dict[str, Any]:
+                          dry_run: bool, summary: BuildSummary, bar: tqdm) -> dict[str, Any] | None:
     """The ONNX graph (onnxruntime, tensorrt) and the TensorRT plan (tensorrt) of the encoder;
-    returns what the manifest records about them."""
+    returns the manifest's ``encoder_plan`` block (a dry run's settings for the plan), else None."""
     if encoder_engine == "torch":
-        return {}
+        return None
     bar.set_postfix_str("encoder ONNX")
     onnx_path = export_encoder_onnx(model.encoder.float(), output / ENCODER_ONNX)
     summary.add("encoder ONNX", onnx_path)
     if encoder_engine == "onnxruntime":
-        return {}
+        return None
     size = model.config.vision.image_size
     shape = (model.config.lita.sample_frames, 3, size, size)
     if dry_run:
         summary.notes.append(f"dry run: {ENCODER_PLAN} is built from {ENCODER_ONNX} by `lita build` on the GPU")
-        return {"encoder_plan": {"frames_shape": list(shape), "max_batch_size": max_batch_size, "fp16": fp16}}
+        return {"frames_shape": list(shape), "max_batch_size": max_batch_size, "fp16": fp16}
     bar.set_postfix_str("encoder TensorRT engine")
     plan = build_tensorrt_engine(onnx_path, output / ENCODER_PLAN, frames_shape=shape,
                                  max_batch_size=max_batch_size, fp16=fp16)
     summary.add("encoder TensorRT engine", plan)
-    return {}
+    return None
 
 
 def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int, max_batch_size: int,
@@ -129,7 +129,7 @@ def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int
                         tokenizer: Path | None = None, build_argv: list[str] | None = None) -> dict[str, Any]:
     """TensorRT-LLM checkpoint (quantized by ModelOpt unless ``quantization`` is none or this is a
     dry run), ``trtllm-build`` (skipped by a dry run) and the ``tensorrt_llm`` model's config;
-    returns what the manifest records (the exact build command among it)."""
+    returns the manifest's ``trtllm`` block (the exact build command among it)."""
     cfg = model.config
     trt_dtype = "float16" if dtype == "float32" else dtype
     ckpt_dir, engine_dir = output / TRTLLM_CHECKPOINT, output / TRTLLM_MODEL / "1" / "engine"
@@ -169,9 +169,9 @@ def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     (model_dir / "config.pbtxt").write_text(trtllm.tensorrt_llm_model_config(
         str(engine_dir.resolve()), limits, trt_dtype, tp_size, release=release, gpus=gpus))
-    return {"trtllm": {"release": release.container_tag, "version": release.trtllm_version, "image": release.image,
-                       "dtype": trt_dtype, "tp_size": tp_size, "orchestrator": tp_size > 1,
-                       "trtllm_build_command": command, **quant}}
+    return {"release": release.container_tag, "version": release.trtllm_version, "image": release.image,
+            "dtype": trt_dtype, "tp_size": tp_size, "orchestrator": tp_size > 1,
+            "trtllm_build_command": command, **quant}
 
 
 DEVICES = ("cpu", "cuda")
@@ -254,13 +254,9 @@ def default_encoder_engine(engine: str) -> str:
     return "tensorrt" if engine == "tensorrt_llm" else "torch"
 
 
-def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str = "torch", output: Path,
-          vision_tower: Path | None = None, mm_projector: Path | None = None, overrides: dict | None = None,
-          dtype: str = "float32", tp_size: int = 1, max_batch_size: int = 8, progress: bool = True,
-          encoder_engine: str | None = None, gpus: tuple[int, ...] | None = None, trtllm_release_tag: str | None = None,
-          dry_run: bool = False, prompt: PromptOptions | None = None, quantization: str = NO_QUANTIZATION,
-          build_argv: list[str] | None = None, device: str = "cpu") -> BuildSummary:
-    """Build the model repository at ``output`` from ``checkpoint`` (any layout of :mod:`.sources`).
+@dataclass(frozen=True)
+class BuildOptions:
+    """What ``lita build`` is asked for besides the checkpoint and the tokenizer.
 
     ``overrides`` sets LITA options by their :class:`~lita_serve.config.LitaOptions` names
     (``video_arch``, ``visual_token_format``, ``sample_frames``, ``num_spatial_frames``,
@@ -276,46 +272,70 @@ def build(checkpoint: Path, tokenizer: Path, *, lita_version: str, engine: str =
     manifest records it and ``build_argv`` (the command line, kept as the quantize command).
     ``device``: ``cuda`` serves the PyTorch encoder and decoder on GPUs (``KIND_GPU`` instances,
     computing in ``dtype``); ``cpu`` keeps them on the CPU unless a TensorRT engine needs a GPU.
+    """
+
+    lita_version: str
+    output: Path
+    engine: str = "torch"
+    vision_tower: Path | None = None
+    mm_projector: Path | None = None
+    overrides: dict[str, Any] | None = None
+    dtype: str = "float32"
+    tp_size: int = 1
+    max_batch_size: int = 8
+    progress: bool = True
+    encoder_engine: str | None = None
+    gpus: tuple[int, ...] | None = None
+    trtllm_release_tag: str | None = None
+    dry_run: bool = False
+    prompt: PromptOptions | None = None
+    quantization: str = NO_QUANTIZATION
+    build_argv: list[str] | None = None
+    device: str = "cpu"
+
+
+def build(checkpoint: Path, tokenizer: Path, options: BuildOptions | None = None, /, **fields: Any) -> BuildSummary:
+    """Build the model repository at ``options.output`` from ``checkpoint`` (any layout of
+    :mod:`.sources`). ``options`` (a :class:`BuildOptions`), or its fields as keywords.
 
     Raises CheckpointError for a checkpoint that does not match its config, InvalidInputError for
     bad arguments and MissingDependencyError when an engine needs a package that is missing.
     """
-    encoder_engine = encoder_engine or default_encoder_engine(engine)
-    gpus = tuple(gpus) if gpus is not None else None
-    _check_args(engine, encoder_engine, dtype, tp_size, max_batch_size, gpus, dry_run)
-    check_device(device)
-    _check_quantization(engine, quantization, dry_run)
-    release = trtllm_release(trtllm_release_tag)
-    prompt = prompt or PromptOptions()
+    o = options if options is not None else BuildOptions(**fields)
+    encoder_engine = o.encoder_engine or default_encoder_engine(o.engine)
+    gpus = tuple(o.gpus) if o.gpus is not None else None
+    _check_args(o.engine, encoder_engine, o.dtype, o.tp_size, o.max_batch_size, gpus, o.dry_run)
+    check_device(o.device)
+    _check_quantization(o.engine, o.quantization, o.dry_run)
+    release = trtllm_release(o.trtllm_release_tag)
+    prompt = o.prompt or PromptOptions()
     check_prompt_options(prompt)
-    src = describe_source(Path(checkpoint), lita_version=lita_version, vision_tower=vision_tower,
-                          mm_projector=mm_projector)
-    output = Path(output)
+    src = describe_source(Path(checkpoint), lita_version=o.lita_version, vision_tower=o.vision_tower,
+                          mm_projector=o.mm_projector)
+    output = Path(o.output)
     output.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
-    manifest: dict[str, Any] = {"engine": engine, "encoder_engine": encoder_engine, "source": src.label,
-                                "layout": src.layout.value, "dtype": dtype, "tp_size": tp_size,
-                                "max_batch_size": max_batch_size, "gpus": list(gpus) if gpus else None,
-                                "dry_run": dry_run, "quantization": quantization, "device": device}
+    manifest = BuildManifest(engine=o.engine, encoder_engine=encoder_engine, source=src.label, layout=src.layout.value,
+                             dtype=o.dtype, tp_size=o.tp_size, max_batch_size=o.max_batch_size,
+                             gpus=list(gpus) if gpus else None, dry_run=o.dry_run, quantization=o.quantization,
+                             device=o.device, notes=notes)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".lita-build-") as tmp, \
-            tqdm(total=4, desc=f"lita build ({src.label})", unit="step", disable=not progress) as bar:
-        model, converted, added = _load(src, Path(tmp), Path(tokenizer), overrides, dtype, notes, bar)
+            tqdm(total=4, desc=f"lita build ({src.label})", unit="step", disable=not o.progress) as bar:
+        model, converted, added = _load(src, Path(tmp), Path(tokenizer), o.overrides, o.dtype, notes, bar)
         model.config.prompt = prompt
         if prompt != PromptOptions():
             notes.append(f"prompt options {asdict(prompt)}")
-        summary = BuildSummary(src.label, engine, output.resolve(), model.config, added, notes=notes)
-        bar.set_postfix_str(f"writing {engine} repository")
+        summary = BuildSummary(src.label, o.engine, output.resolve(), model.config, added, notes=notes)
+        bar.set_postfix_str(f"writing {o.engine} repository")
         _write_torch(model, converted, output, summary)
-        fp16 = dtype != "float32" or engine == "tensorrt_llm"
-        manifest.update(_write_encoder_engine(model, output, encoder_engine, fp16, max_batch_size, dry_run,
-                                              summary, bar))
-        if engine == "tensorrt_llm":
-            manifest.update(_write_tensorrt_llm(model, output, dtype, tp_size, max_batch_size, release,
-                                                gpus[:tp_size] if gpus else None, dry_run, summary, bar,
-                                                quantization, converted, build_argv))
-        write_model_repository(output, model.config, deployment(engine, encoder_engine, device, max_batch_size, gpus))
+        fp16 = o.dtype != "float32" or o.engine == "tensorrt_llm"
+        manifest.encoder_plan = _write_encoder_engine(model, output, encoder_engine, fp16, o.max_batch_size, o.dry_run,
+                                                      summary, bar)
+        if o.engine == "tensorrt_llm":
+            manifest.trtllm = _write_tensorrt_llm(model, output, o.dtype, o.tp_size, o.max_batch_size, release,
+                                                  gpus[:o.tp_size] if gpus else None, o.dry_run, summary, bar,
+                                                  o.quantization, converted, o.build_argv)
+        write_model_repository(output, model.config, deployment(o.engine, encoder_engine, o.device, o.max_batch_size, gpus))
         bar.update(1)
-    manifest["notes"] = notes
-    (output / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    summary.add("build manifest", output / MANIFEST)
+    summary.add("build manifest", manifest.write(output))
     return summary

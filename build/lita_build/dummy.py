@@ -13,19 +13,17 @@ meaningless; shapes, memory, kernels and timings are the real model's.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-from lita_build.builder import MANIFEST, check_device, convert_checked_tokenizer, deployment
+from lita_build.builder import check_device, convert_checked_tokenizer, deployment
 from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
 from lita_build.lita_options import check_lita_options
 from lita_build.repository import write_model_repository
 from lita_build.summary import BuildSummary
 from lita_serve.config import LitaConfig
 from lita_serve.errors import InvalidInputError
-from lita_serve.layout import DUMMY_WEIGHTS, RepositoryLayout
-from lita_serve.quantization_names import NO_QUANTIZATION
+from lita_serve.layout import DUMMY_WEIGHTS, BuildManifest, RepositoryLayout
 from lita_serve.torch_engine import DTYPES
 
 
@@ -53,14 +51,12 @@ def build_dummy(preset: str, tokenizer: Path, *, output: Path, dtype: str = "flo
     cfg.text.vocab_size = padded_vocab_size(cfg.text.vocab_size, tok.vocab_size, DEFAULT_VOCAB_MULTIPLE)
     cfg.save(layout.config_path)
     write_model_repository(layout.root, cfg, deployment("torch", "torch", device, max_batch_size, None))
-    manifest = {"engine": "torch", "encoder_engine": "torch", "source": f"{DUMMY_WEIGHTS}:{preset}",
-                "layout": DUMMY_WEIGHTS, "weights": DUMMY_WEIGHTS, "dtype": dtype, "tp_size": 1,
-                "max_batch_size": max_batch_size, "gpus": None, "dry_run": False, "quantization": NO_QUANTIZATION,
-                "device": device, "notes": ["dummy weights: drawn at load from a fixed seed; answers are meaningless"]}
-    (layout.root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    summary = BuildSummary(manifest["source"], "torch", layout.root.resolve(), cfg, added, notes=manifest["notes"])
+    manifest = BuildManifest(source=f"{DUMMY_WEIGHTS}:{preset}", layout=DUMMY_WEIGHTS, weights=DUMMY_WEIGHTS,
+                             dtype=dtype, max_batch_size=max_batch_size, device=device,
+                             notes=["dummy weights: drawn at load from a fixed seed; answers are meaningless"])
+    summary = BuildSummary(manifest.source, "torch", layout.root.resolve(), cfg, added, notes=manifest.notes)
     for what, path in (("config", layout.config_path), ("tokenizer", layout.tokenizer_path),
-                       ("build manifest", layout.root / MANIFEST)):
+                       ("build manifest", manifest.write(layout.root))):
         summary.add(what, path)
     return summary
 

@@ -79,7 +79,7 @@ def cmd_check_repository(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build a model repository from a LITA checkpoint (HF 1.0/1.5, LLaVA/ShareGPT4V + projector, .nemo)."""
-    from lita_build.builder import build
+    from lita_build.builder import BuildOptions, build
 
     overrides = {}
     for item in args.set or []:
@@ -99,12 +99,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(build_dummy(args.dummy_weights, args.tokenizer, output=args.output, dtype=args.dtype,
                           device=args.device, max_batch_size=args.max_batch_size, overrides=overrides or None).table())
         return 0
-    summary = build(args.checkpoint, args.tokenizer, lita_version=args.lita_version, engine=args.engine,
-                    output=args.output, vision_tower=args.vision_tower, mm_projector=args.mm_projector,
-                    overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
-                    max_batch_size=args.max_batch_size, encoder_engine=args.encoder_engine, gpus=args.gpus,
-                    trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run, prompt=_prompt_options(args),
-                    quantization=args.quantization, build_argv=["lita", *sys.argv[1:]], device=args.device)
+    options = BuildOptions(
+        lita_version=args.lita_version, output=args.output, engine=args.engine, vision_tower=args.vision_tower,
+        mm_projector=args.mm_projector, overrides=overrides or None, dtype=args.dtype, tp_size=args.tp_size,
+        max_batch_size=args.max_batch_size, encoder_engine=args.encoder_engine, gpus=args.gpus,
+        trtllm_release_tag=args.trtllm_release, dry_run=args.dry_run, prompt=_prompt_options(args),
+        quantization=args.quantization, build_argv=["lita", *sys.argv[1:]], device=args.device)
+    summary = build(args.checkpoint, args.tokenizer, options)
     print(summary.table())
     return 0
 

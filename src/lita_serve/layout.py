@@ -15,9 +15,11 @@ and each model's weights sit in its version folder::
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lita_client.contract import ENSEMBLE
 from lita_serve.config import LitaConfig
@@ -38,6 +40,55 @@ ENCODER_ENGINES = ("torch", "onnxruntime", "tensorrt")
 
 STEPS = ("preprocess", "vision_encoder", "llm", "postprocess")
 MODELS = (*STEPS, ENSEMBLE)
+
+
+@dataclass
+class BuildManifest:
+    """``build.json``: how ``lita build`` made a repository's engines, written and read here only.
+
+    A repository written without ``lita build`` has none; its engines are then PyTorch's.
+    """
+
+    engine: str = "torch"  # "torch" | "tensorrt_llm"
+    encoder_engine: str = "torch"  # one of ENCODER_ENGINES
+    source: str = ""  # what was built: the checkpoint's layout and path, or "dummy:<preset>"
+    layout: str = ""  # lita_build.sources.SourceLayout value, or "dummy"
+    dtype: str | None = None  # what the engines compute in on a GPU (None: fp16); the CPU computes in float32
+    tp_size: int = 1
+    max_batch_size: int = 8
+    gpus: list[int] | None = None  # GPU instances pinned to these devices; None: every GPU
+    dry_run: bool = False
+    quantization: str = NO_QUANTIZATION
+    device: str = "cpu"  # where the PyTorch models run: "cpu" | "cuda"
+    weights: str | None = None  # DUMMY_WEIGHTS: drawn at load; None: the files the build wrote
+    notes: list[str] = field(default_factory=list)
+    trtllm: dict[str, Any] | None = None  # release, dtype, tp_size, trtllm_build_command, quantization, ...
+    encoder_plan: dict[str, Any] | None = None  # a dry run's settings for building encoder.plan later
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object (optional blocks only when present)."""
+        data = dataclasses.asdict(self)
+        return {k: v for k, v in data.items() if v is not None or k in ("gpus",)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], origin: str = BUILD_MANIFEST) -> "BuildManifest":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CheckpointError(f"{origin} has fields this lita-serve does not know: {unknown}; "
+                                  "rebuild the repository with this version's `lita build`")
+        return cls(**data)
+
+    def write(self, root: str | Path) -> Path:
+        path = Path(root) / BUILD_MANIFEST
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, root: str | Path) -> "BuildManifest | None":
+        """The repository's manifest; None when it has none."""
+        path = Path(root) / BUILD_MANIFEST
+        return cls.from_json(json.loads(path.read_text()), str(path)) if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -82,27 +133,26 @@ class RepositoryLayout:
     def model_dir(self, name: str) -> Path:
         return self.root / name
 
-    def manifest(self) -> dict:
-        """The build manifest (``build.json``); empty for a repository written without ``lita build``."""
-        path = self.root / BUILD_MANIFEST
-        return json.loads(path.read_text()) if path.is_file() else {}
+    def manifest(self) -> BuildManifest:
+        """The build manifest (``build.json``); the defaults for a repository written without ``lita build``."""
+        return BuildManifest.read(self.root) or BuildManifest()
 
     def engine(self) -> str:
-        """``"torch"`` or ``"tensorrt_llm"``, from the build manifest (torch when there is none)."""
-        return str(self.manifest().get("engine", "torch"))
+        """``"torch"`` or ``"tensorrt_llm"``, from the build manifest."""
+        return self.manifest().engine
 
     def encoder_engine(self) -> str:
-        """One of :data:`ENCODER_ENGINES`, from the build manifest (torch when there is none)."""
-        return str(self.manifest().get("encoder_engine", "torch"))
+        """One of :data:`ENCODER_ENGINES`, from the build manifest."""
+        return self.manifest().encoder_engine
 
     def quantization(self) -> str:
         """The decoder's weight quantization from the build manifest (``"none"`` when there is none)."""
-        return str(self.manifest().get("quantization") or NO_QUANTIZATION)
+        return self.manifest().quantization or NO_QUANTIZATION
 
     def has_dummy_weights(self) -> bool:
         """Whether the repository was built with dummy weights (``lita build --dummy-weights``):
         the engines draw random weights of the model's shapes at load, from a fixed seed."""
-        return self.manifest().get("weights") == DUMMY_WEIGHTS
+        return self.manifest().weights == DUMMY_WEIGHTS
 
     def load_config(self) -> LitaConfig:
         """The repository's :class:`LitaConfig`; CheckpointError when it was never built."""

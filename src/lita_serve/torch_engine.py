@@ -83,7 +83,7 @@ def load_encoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None =
                  dtype: torch.dtype | None = None) -> VisualEncoder:
     dev = pick_device(device)
     encoder = VisualEncoder.from_config(cfg, device="meta")
-    dtype = dtype or default_dtype(dev, layout.manifest().get("dtype"))
+    dtype = dtype or default_dtype(dev, layout.manifest().dtype)
     if dev.type == "cuda" and dtype == torch.float32:
         torch.backends.cudnn.allow_tf32 = False  # fp32 stays fp32: cuDNN would run the patch convolution in TF32
     if layout.has_dummy_weights():
@@ -99,7 +99,7 @@ def load_decoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None =
     scheme = check_torch_quantization(quantization or layout.quantization())
     with torch.device("meta"):
         decoder = LlamaDecoder(cfg.text)
-    dtype = dtype or default_dtype(dev, layout.manifest().get("dtype"))
+    dtype = dtype or default_dtype(dev, layout.manifest().dtype)
     if layout.has_dummy_weights():
         if scheme != NO_QUANTIZATION:
             raise CheckpointError("a repository with dummy weights serves them unquantized")

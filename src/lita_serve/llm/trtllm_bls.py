@@ -17,7 +17,7 @@ tensor through DLPack (``pb_utils.Tensor.from_dlpack``); every other input is a 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ import torch
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.trtllm_release import TrtllmRelease, trtllm_release
 from lita_serve.errors import LitaError
+
+if TYPE_CHECKING:
+    from lita_serve.layout import BuildManifest
 
 TRTLLM_MODEL = "tensorrt_llm"
 # The engine's dtype (build --dtype) -> the prompt table's Triton type and torch dtype.
@@ -134,11 +137,11 @@ class TensorRTLLMBackend:
         self.max_parallel = max_parallel
 
     @classmethod
-    def from_manifest(cls, pb_utils: Any, manifest: dict[str, Any], vocab_size: int,
+    def from_manifest(cls, pb_utils: Any, manifest: BuildManifest, vocab_size: int,
                       pad_id: int) -> "TensorRTLLMBackend":
         """The backend for a repository built with ``--engine tensorrt_llm`` (``build.json``'s
         ``trtllm`` block names the engine's dtype and the container release)."""
-        built = manifest.get("trtllm")
+        built = manifest.trtllm
         if not built:
             raise ValueError("build.json has no `trtllm` block: rebuild with `lita build --engine tensorrt_llm`")
         return cls(pb_utils, vocab_size, pad_id, dtype=built["dtype"], release=trtllm_release(built["release"]))
