@@ -61,6 +61,8 @@ TRANSFER_LIMIT = 64 * MiB  # working tree + bundle, raw bytes, per run on the GP
 PYTHON = "3.12"  # the GPU machine's interpreter
 RECIPE = 2  # bump when what goes into an archive changes: cached archives are rebuilt
 MANIFEST = "manifest.json"
+# the checkout's copy of what every adapter imports first (the smoke model imports it too)
+SERVING_ENV = Path(__file__).resolve().parents[1] / "model_repository" / "serving_env.py"
 INSTALLED = ".gpu-bundle-installed.json"  # in the target: the manifest it was installed from
 TAR_MTIME = 315532800  # 1980-01-01, the zip epoch: archives do not depend on when they were made
 # pip's --platform takes exact tags: every manylinux tag a glibc 2.39 x86-64 machine accepts.
@@ -728,20 +730,10 @@ output [
 ]
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 '''
-SMOKE_PY = '''import os
-import site
-import sys
+SMOKE_PY = '''import serving_env  # noqa: F401 - the project's adapters' first import: PYTHONPATH ahead of the base packages
 
-# As the project's adapters do: the stub ignores PYTHONPATH, so its folders (the bundle's target
-# first) go ahead of the base interpreter's packages before numpy is imported.
-_base = list(sys.path)
-for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    if _path and _path not in _base:
-        site.addsitedir(_path)
-sys.path[:] = [p for p in sys.path if p not in _base] + _base
-
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
 
 class TritonPythonModel:
@@ -795,6 +787,7 @@ def smoke(target: Path, timeout: float = 120.0) -> dict[str, Any]:
         (model / "1").mkdir(parents=True)
         (model / "config.pbtxt").write_text(SMOKE_CONFIG)
         (model / "1" / "model.py").write_text(SMOKE_PY)
+        shutil.copyfile(SERVING_ENV, model / "1" / SERVING_ENV.name)
         python_dir = work / "backends" / "python"
         python_dir.mkdir(parents=True)
         for item in (dist / "backends" / "python").iterdir():

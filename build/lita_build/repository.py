@@ -3,7 +3,8 @@
 Every number in a ``config.pbtxt`` that code also uses (frame count, image size, hidden size,
 limits) is derived here from the config, so the repository cannot drift from the model. The
 ``model.py`` adapters are copied from the ones that ship with lita-serve
-(:func:`lita_serve.resources.adapter_path`).
+(:func:`lita_serve.resources.adapter_path`), each with ``serving_env.py`` beside it, which it
+imports first (:func:`lita_serve.resources.serving_env_path`).
 
 Tensor names: the ensemble's client-facing tensors are lowercase (``text_input``,
 ``max_tokens``, ``stream``, ``text_output``: what genai-perf-style tools send); tensors between
@@ -19,7 +20,7 @@ from pathlib import Path
 from lita_client.contract import ENSEMBLE, SAMPLING_INPUTS, TensorSpec, ensemble_tensors
 from lita_serve.config import LitaConfig
 from lita_serve.layout import STEPS, RepositoryLayout
-from lita_serve.resources import adapter_path
+from lita_serve.resources import SERVING_ENV, adapter_path, serving_env_path
 from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 
 
@@ -182,6 +183,7 @@ def write_model_repository(repo: str | Path, cfg: LitaConfig, dep: Deployment = 
         adapter = adapter_path(name)
         if adapter.resolve() != (model_dir / "1" / "model.py").resolve():
             shutil.copyfile(adapter, model_dir / "1" / "model.py")
+        shutil.copyfile(serving_env_path(), model_dir / "1" / SERVING_ENV)  # the adapter's first import
     return layout
 
 

@@ -36,6 +36,15 @@ def adapter_path(step: str) -> Path:
                            what=f"the {step!r} adapter model.py")
 
 
+SERVING_ENV = "serving_env.py"  # written beside every adapter by the repository writer
+
+
+def serving_env_path() -> Path:
+    """The module every adapter imports first: it puts the serving environment on ``sys.path``."""
+    return _first_existing(_DATA / "adapters" / SERVING_ENV, _CHECKOUT / "model_repository" / SERVING_ENV,
+                           what="the adapters' serving_env.py")
+
+
 def demo_assets() -> Path:
     """The folder of the committed demo model: ``config.json``, ``model.safetensors``, ``tokenizer.model``."""
     return _first_existing(_DATA / "demo", _CHECKOUT / "assets" / "demo", what="the demo model")

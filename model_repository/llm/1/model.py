@@ -4,30 +4,20 @@ The video's duration and the timings of earlier steps are echoed on every respon
 postprocess step can use them after this decoupled step (triton-inference-server/server#7275).
 """
 
-import os
-import site
-import sys
+import serving_env  # noqa: F401 - first: the serving environment's packages (see serving_env.py)
 
-# The python backend stub ignores PYTHONPATH: put the serving environment (from the launcher) first,
-# .pth files included (editable installs), ahead of the base interpreter's packages.
-_base = list(sys.path)
-for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    if _path and _path not in _base:
-        site.addsitedir(_path)
-sys.path[:] = [p for p in sys.path if p not in _base] + _base
+import json
 
-import json  # noqa: E402
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-
-from lita_serve.llm.service import DecodeEvent, DecoderService  # noqa: E402
-from lita_serve.llm.trtllm_bls import TensorRTLLMBackend  # noqa: E402
-from lita_serve import triton_io  # noqa: E402
-from lita_serve.layout import RepositoryLayout  # noqa: E402
-from lita_serve.torch_engine import load_decoder  # noqa: E402
-from lita_serve.tokenizer import LitaTokenizer  # noqa: E402
+from lita_serve.llm.service import DecodeEvent, DecoderService
+from lita_serve.llm.trtllm_bls import TensorRTLLMBackend
+from lita_serve import triton_io
+from lita_serve.layout import RepositoryLayout
+from lita_serve.torch_engine import load_decoder
+from lita_serve.tokenizer import LitaTokenizer
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 

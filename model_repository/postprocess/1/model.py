@@ -3,28 +3,18 @@
 This process never imports torch.
 """
 
-import os
-import site
-import sys
+import serving_env  # noqa: F401 - first: the serving environment's packages (see serving_env.py)
 
-# The python backend stub ignores PYTHONPATH: put the serving environment (from the launcher) first,
-# .pth files included (editable installs), ahead of the base interpreter's packages.
-_base = list(sys.path)
-for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    if _path and _path not in _base:
-        site.addsitedir(_path)
-sys.path[:] = [p for p in sys.path if p not in _base] + _base
+import json
 
-import json  # noqa: E402
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-
-from lita_serve.logprobs import TokenLogprobs  # noqa: E402
-from lita_serve.postprocess.render import Renderer  # noqa: E402
-from lita_serve import triton_io  # noqa: E402
-from lita_serve.layout import RepositoryLayout  # noqa: E402
-from lita_serve.tokenizer import LitaTokenizer  # noqa: E402
+from lita_serve.logprobs import TokenLogprobs
+from lita_serve.postprocess.render import Renderer
+from lita_serve import triton_io
+from lita_serve.layout import RepositoryLayout
+from lita_serve.tokenizer import LitaTokenizer
 
 
 class TritonPythonModel:

@@ -7,29 +7,19 @@ decoded: FRAMES is empty ([1, 0, 3, S, S]) and CACHE_PIN names the entry pinned 
 This process never imports torch.
 """
 
-import os
-import site
-import sys
+import serving_env  # noqa: F401 - first: the serving environment's packages (see serving_env.py)
 
-# The python backend stub ignores PYTHONPATH: put the serving environment (from the launcher) first,
-# .pth files included (editable installs), ahead of the base interpreter's packages.
-_base = list(sys.path)
-for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    if _path and _path not in _base:
-        site.addsitedir(_path)
-sys.path[:] = [p for p in sys.path if p not in _base] + _base
+import json
 
-import json  # noqa: E402
+import numpy as np
+import triton_python_backend_utils as pb_utils
 
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-
-from lita_serve.conversation import check_question  # noqa: E402
-from lita_serve.feature_cache import FeatureCache  # noqa: E402
-from lita_serve.preprocess.heap import limit_arenas, release_free_memory  # noqa: E402
-from lita_serve.preprocess.request import prepare_cached  # noqa: E402
-from lita_serve import triton_io  # noqa: E402
-from lita_serve.layout import RepositoryLayout  # noqa: E402
+from lita_serve.conversation import check_question
+from lita_serve.feature_cache import FeatureCache
+from lita_serve.preprocess.heap import limit_arenas, release_free_memory
+from lita_serve.preprocess.request import prepare_cached
+from lita_serve import triton_io
+from lita_serve.layout import RepositoryLayout
 
 
 class TritonPythonModel:

@@ -5,28 +5,18 @@ Hit/miss counts are exported with Triton's metrics as ``lita_feature_cache_looku
 (label ``result``) and reported in each response's stats (``"cache": "hit"|"miss"``).
 """
 
-import os
-import site
-import sys
+import serving_env  # noqa: F401 - first: the serving environment's packages (see serving_env.py)
 
-# The python backend stub ignores PYTHONPATH: put the serving environment (from the launcher) first,
-# .pth files included (editable installs), ahead of the base interpreter's packages.
-_base = list(sys.path)
-for _path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    if _path and _path not in _base:
-        site.addsitedir(_path)
-sys.path[:] = [p for p in sys.path if p not in _base] + _base
+import json
 
-import json  # noqa: E402
+import torch
+import triton_python_backend_utils as pb_utils
 
-import torch  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-
-from lita_serve.feature_cache import FeatureCache, entry_stats  # noqa: E402
-from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob  # noqa: E402
-from lita_serve import triton_io  # noqa: E402
-from lita_serve.layout import RepositoryLayout  # noqa: E402
-from lita_serve.vision_encoder.runtimes import load_encoder_runtime  # noqa: E402
+from lita_serve.feature_cache import FeatureCache, entry_stats
+from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
+from lita_serve import triton_io
+from lita_serve.layout import RepositoryLayout
+from lita_serve.vision_encoder.runtimes import load_encoder_runtime
 
 
 class CacheMetrics:
