@@ -48,7 +48,7 @@ test: setup perf-tools media-deps
 
 # The quick loop while working: every test that starts no tritonserver and is not marked slow
 # (tests/conftest.py marks server tests, and fails one that starts a server unmarked).
-test-fast: setup media-deps
+test-fast: setup perf-tools media-deps
 	$(BIN)/python -m pytest -q -m "not server and not slow and not gpu" $(PYTEST_ARGS)
 
 demo: setup
