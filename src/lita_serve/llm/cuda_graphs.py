@@ -68,11 +68,6 @@ class DecodeGraphs:
         """Whether a batch of ``batch_size`` sequences of up to ``max_len`` positions fits the cache."""
         return batch_size <= self.max_batch and max_len <= self.max_seq_len
 
-    @property
-    def captured(self) -> list[tuple[int, int]]:
-        """The (batch, length) buckets captured so far."""
-        return sorted(k for k, g in self._graphs.items() if g.graph is not None)
-
     def session(self, batch_size: int, max_len: int) -> tuple[KVCache, "DecodeStep"]:
         """A cleared cache view for prefilling ``batch_size`` rows, and the decode step of its bucket."""
         rows = batch_bucket(batch_size, self.max_batch)
@@ -81,7 +76,7 @@ class DecodeGraphs:
         if entry is None:
             entry = self._graphs[(rows, length)] = self._new_entry(rows, length)
         entry.view.clear()  # rows beyond batch_size too: their stale keys must stay finite
-        return self.cache.view(batch_size, length), DecodeStep(self, entry, batch_size)
+        return self.cache.view(batch_size, length), DecodeStep(self, entry)
 
     def _new_entry(self, rows: int, length: int) -> _Graph:
         dev = self.device
@@ -109,22 +104,25 @@ class DecodeGraphs:
             entry.logits = self._forward(entry)
         entry.graph = graph
 
-    def run(self, entry: _Graph, tokens: Tensor, positions: Tensor, valid: Tensor) -> Tensor:
-        """One decode step for the first ``len(tokens)`` rows: -> logits [B,V]."""
+    @staticmethod
+    def _set_inputs(entry: _Graph, tokens: Tensor, positions: Tensor, valid: Tensor) -> None:
+        """The first ``len(tokens)`` rows get the step's inputs; the bucket's other rows are padding."""
         b = tokens.shape[0]
         entry.tokens[:b, 0].copy_(tokens)
         entry.positions[:b, 0].copy_(positions)
         entry.valid[:b, 0].copy_(valid)
         entry.valid[b:] = False
+
+    def run(self, entry: _Graph, tokens: Tensor, positions: Tensor, valid: Tensor) -> Tensor:
+        """One decode step for the first ``len(tokens)`` rows: -> logits [B,V]."""
+        b = tokens.shape[0]
+        self._set_inputs(entry, tokens, positions, valid)
         if not self.capture:
             return self._forward(entry)[:b]
         if entry.graph is None:
             self._capture(entry)
             # the capture recorded the step without running it: restore the inputs, then replay
-            entry.tokens[:b, 0].copy_(tokens)
-            entry.positions[:b, 0].copy_(positions)
-            entry.valid[:b, 0].copy_(valid)
-            entry.valid[b:] = False
+            self._set_inputs(entry, tokens, positions, valid)
         entry.graph.replay()
         return entry.logits[:b].clone()
 
@@ -135,7 +133,6 @@ class DecodeStep:
 
     graphs: DecodeGraphs
     entry: _Graph
-    batch_size: int
 
     def __call__(self, tokens: Tensor, positions: Tensor, valid: Tensor) -> Tensor:
         return self.graphs.run(self.entry, tokens, positions, valid)
