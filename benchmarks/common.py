@@ -60,8 +60,8 @@ def build_bench_repository(root: Path, feature_cache_bytes: int, seed: int = 0) 
     from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size  # noqa: PLC0415
     from lita_serve.config import LitaConfig  # noqa: PLC0415
     from lita_build.repository import write_model_repository  # noqa: PLC0415
-    from lita_serve.torch_engine import export_torch_engine  # noqa: PLC0415
-    from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece  # noqa: PLC0415
+    from lita_serve.engine.torch_engine import export_torch_engine  # noqa: PLC0415
+    from lita_serve.text.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece  # noqa: PLC0415
 
     root = Path(root)
     repo = root / "repo"

@@ -3,7 +3,7 @@
 bf16 on the same weights, in one run; then what a LITA-13B decoder needs with each.
 
 Every variant is loaded from one ``decoder.safetensors`` with
-:func:`lita_serve.torch_engine.load_decoder`. Ratios are against fp32 measured in the same run;
+:func:`lita_serve.engine.torch_engine.load_decoder`. Ratios are against fp32 measured in the same run;
 decode is timed as the best of interleaved runs (wall and this process's CPU time).
 """
 
@@ -86,11 +86,11 @@ def decoder_memory_13b() -> list[dict[str, Any]]:
 
 def run(short: bool = False) -> list[dict[str, Any]]:
     from lita_serve.config import LitaConfig, TextConfig  # noqa: PLC0415
-    from lita_serve.layout import RepositoryLayout  # noqa: PLC0415
+    from lita_serve.adapters.layout import RepositoryLayout  # noqa: PLC0415
     from lita_serve.llm.generate import generate  # noqa: PLC0415
     from lita_serve.llm.sampling_params import SamplingParams  # noqa: PLC0415
     from lita_serve.llm.weight_quant import weight_bytes  # noqa: PLC0415
-    from lita_serve.torch_engine import load_decoder  # noqa: PLC0415
+    from lita_serve.engine.torch_engine import load_decoder  # noqa: PLC0415
 
     print(machine_note())
     base = LitaConfig.from_name("tiny")

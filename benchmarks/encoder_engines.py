@@ -20,9 +20,9 @@ from benchmarks.common import compare, interleaved_min_cpu, machine_note
 
 def run(short: bool = False) -> list[dict[str, Any]]:
     from lita_build.builder import build  # noqa: PLC0415
-    from lita_serve.layout import RepositoryLayout  # noqa: PLC0415
-    from lita_serve.resources import demo_assets  # noqa: PLC0415
-    from lita_serve.torch_engine import load_encoder  # noqa: PLC0415
+    from lita_serve.adapters.layout import RepositoryLayout  # noqa: PLC0415
+    from lita_serve.adapters.resources import demo_assets  # noqa: PLC0415
+    from lita_serve.engine.torch_engine import load_encoder  # noqa: PLC0415
     from lita_serve.vision_encoder.runtimes import load_encoder_runtime  # noqa: PLC0415
 
     print(machine_note())

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from lita_serve.llm.cuda_graphs import DecodeGraphs
-from lita_serve.model import randomize_
+from lita_serve.engine.model import randomize_
 
 H100_SXM_TBS = 3.35  # NVIDIA's published HBM3 bandwidth of the H100 SXM, TB/s
 PROMPT_TEXT_TOKENS = 40  # the question and the conversation template around the visual tokens

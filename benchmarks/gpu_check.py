@@ -33,8 +33,11 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from lita_serve.demo import QUESTION
+from typing import TYPE_CHECKING, Any
+from lita_serve.serving.demo import QUESTION
+
+if TYPE_CHECKING:
+    import torch
 
 H200_TBS = 4.8  # NVIDIA's published HBM3e bandwidth of the H200, TB/s
 LOGIT_TOLERANCE = {"float16": 0.05, "bfloat16": 0.25}  # max |logit - fp32 CPU logit|, relative to the logit range
@@ -57,7 +60,7 @@ def demo_frames(cfg) -> "torch.Tensor":
     import torch  # noqa: PLC0415
 
     from lita_serve.data.synthetic import VideoSpec, sampled_pixels  # noqa: PLC0415
-    from lita_serve.demo import DEMO_DURATION_S, DEMO_EVENT  # noqa: PLC0415
+    from lita_serve.serving.demo import DEMO_DURATION_S, DEMO_EVENT  # noqa: PLC0415
 
     size = cfg.vision.image_size
     spec = VideoSpec(duration_s=DEMO_DURATION_S, fps=10, width=size, height=size, events=[DEMO_EVENT], seed=7)
@@ -69,13 +72,13 @@ def parity(repo: Path, device: str = "cuda") -> dict[str, Any]:
     """Demo model: ``device`` (fp32, fp16, bf16) against the CPU fp32 reference."""
     import torch  # noqa: PLC0415
 
-    from lita_serve.layout import RepositoryLayout  # noqa: PLC0415
+    from lita_serve.adapters.layout import RepositoryLayout  # noqa: PLC0415
     from lita_serve.llm.cuda_graphs import DecodeGraphs  # noqa: PLC0415
     from lita_serve.llm.generate import generate  # noqa: PLC0415
     from lita_serve.llm.sampling_params import SamplingParams  # noqa: PLC0415
-    from lita_serve.prompt import build_input_ids  # noqa: PLC0415
-    from lita_serve.tokenizer import LitaTokenizer  # noqa: PLC0415
-    from lita_serve.torch_engine import load_decoder, load_encoder  # noqa: PLC0415
+    from lita_serve.text.prompt import build_input_ids  # noqa: PLC0415
+    from lita_serve.text.tokenizer import LitaTokenizer  # noqa: PLC0415
+    from lita_serve.engine.torch_engine import load_decoder, load_encoder  # noqa: PLC0415
 
     layout = RepositoryLayout.of(repo)
     cfg = layout.load_config()
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch  # noqa: PLC0415
 
     from benchmarks import gpu_13b, gpu_serving  # noqa: PLC0415
-    from lita_serve.demo import build_demo_repository, demo_assets  # noqa: PLC0415
+    from lita_serve.serving.demo import build_demo_repository, demo_assets  # noqa: PLC0415
 
     start = time.perf_counter()
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "gpu": torch.cuda.get_device_name(0),

@@ -3,7 +3,7 @@ LITA-13B-shaped repository (dummy weights) timed as a client sees it.
 
 Both run the product's own path: ``lita build`` code writes the repositories
 (:func:`lita_build.builder.build` for the demo with ``device``, :func:`lita_build.dummy.build_dummy`
-for 13B), :class:`lita_serve.launcher.TritonServer` serves them, :class:`lita_client.LitaClient`
+for 13B), :class:`lita_serve.serving.launcher.TritonServer` serves them, :class:`lita_client.LitaClient`
 streams the answers over gRPC. Used by :mod:`benchmarks.gpu_check` on a GPU; with
 ``device="cpu"`` and the ``tiny`` preset the same code runs on any machine (its smoke test).
 """
@@ -29,7 +29,7 @@ def write_media(folder: Path) -> tuple[Path, Path]:
     import dataclasses  # noqa: PLC0415
 
     from lita_serve.data.synthetic import make_event_video  # noqa: PLC0415
-    from lita_serve.demo import DEMO_EVENT, make_demo_video  # noqa: PLC0415
+    from lita_serve.serving.demo import DEMO_EVENT, make_demo_video  # noqa: PLC0415
 
     folder.mkdir(parents=True, exist_ok=True)
     demo, second = (folder / name for name in VIDEOS)
@@ -48,8 +48,8 @@ def serve_demo(workdir: Path, video: Path, device: str) -> dict[str, Any]:
     """Build the demo model for ``device`` (fp32), serve it, ask the demo question about ``video``."""
     from lita_build.builder import build  # noqa: PLC0415
     from lita_client import LitaClient  # noqa: PLC0415
-    from lita_serve.demo import QUESTION, demo_assets  # noqa: PLC0415
-    from lita_serve.launcher import Ports, TritonServer  # noqa: PLC0415
+    from lita_serve.serving.demo import QUESTION, demo_assets  # noqa: PLC0415
+    from lita_serve.serving.launcher import Ports, TritonServer  # noqa: PLC0415
 
     assets = demo_assets()
     repo = workdir / f"demo-{device}"
@@ -129,7 +129,7 @@ def serve_13b(workdir: Path, videos: tuple[Path, Path], tokenizer: Path, *, pres
 
     from lita_build.dummy import build_dummy  # noqa: PLC0415
     from lita_client import LitaClient  # noqa: PLC0415
-    from lita_serve.launcher import Ports, TritonServer  # noqa: PLC0415
+    from lita_serve.serving.launcher import Ports, TritonServer  # noqa: PLC0415
     from lita_serve.llm.llama import LlamaDecoder  # noqa: PLC0415
     from lita_serve.vision_encoder.visual_tokens import num_visual_tokens  # noqa: PLC0415
 

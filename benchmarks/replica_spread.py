@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks.common import ARTIFACTS, build_bench_repository, compare, machine_note
 from lita_serve.loadtest.run import answered_requests
-from lita_serve.demo import QUESTION
+from lita_serve.serving.demo import QUESTION
 
 MAX_TOKENS = 8
 CONCURRENCY = 8
@@ -70,7 +70,7 @@ def run_batch(url: str, video: bytes, n: int, kill: Any = None) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from lita_serve.feature_cache import temporary_cache_root  # noqa: PLC0415
-    from lita_serve.launcher import Ports, TritonServer  # noqa: PLC0415
+    from lita_serve.serving.launcher import Ports, TritonServer  # noqa: PLC0415
     from lita_serve.loadtest.inputs import make_videos  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

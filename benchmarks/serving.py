@@ -1,6 +1,6 @@
 """Serving benchmarks through the real tritonserver (tiny LITA model, torch engine, CPU):
 
-* overhead: end-to-end latency through the server vs :class:`~lita_serve.inprocess.LitaPipeline`
+* overhead: end-to-end latency through the server vs :class:`~lita_serve.serving.inprocess.LitaPipeline`
   in-process, concurrency 1, same video, question and sampling (feature cache off for both);
 * throughput: steady-state requests/s at concurrency 1, 2, 4, 8 and 1 again (dynamic batching in the
   encoder, batched decoding in the LLM step; cache off so every request decodes and encodes),
@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import ARTIFACTS, build_bench_repository, compare, machine_note, process_cpu_seconds
-from lita_serve.proc_stat import process_tree_cpu_seconds
-from lita_serve.demo import QUESTION
+from lita_serve.serving.proc_stat import process_tree_cpu_seconds
+from lita_serve.serving.demo import QUESTION
 
 MAX_TOKENS = 16
 
@@ -52,7 +52,7 @@ def _ask(client, video: bytes) -> float:
 def overhead(url: str, repo: Path, video: bytes, repeat: int, threads: int) -> dict[str, Any]:
     from lita_client import LitaClient  # noqa: PLC0415
     from lita_serve.llm.sampling_params import SamplingParams  # noqa: PLC0415
-    from lita_serve.inprocess import LitaPipeline  # noqa: PLC0415
+    from lita_serve.serving.inprocess import LitaPipeline  # noqa: PLC0415
 
     pipeline = LitaPipeline(repo, device="cpu")
     params = SamplingParams(max_tokens=MAX_TOKENS, greedy=True)
@@ -174,7 +174,7 @@ def throughput_limit(rate: float, concurrency: int, cpu_per_request: float, core
 def cache_warm_vs_cold(url: str, repo: Path, video: bytes, repeat: int) -> dict[str, Any]:
     from lita_client import LitaClient  # noqa: PLC0415
     from lita_serve.feature_cache import FeatureCache  # noqa: PLC0415
-    from lita_serve.layout import RepositoryLayout  # noqa: PLC0415
+    from lita_serve.adapters.layout import RepositoryLayout  # noqa: PLC0415
 
     cache = FeatureCache.for_repository(repo, RepositoryLayout.of(repo).load_config())
     cold, warm = [], []
@@ -208,7 +208,7 @@ def server_threads(n: int):
 
 
 def run(short: bool = False, server_omp_threads: int = 1) -> list[dict[str, Any]]:
-    from lita_serve.launcher import Ports, TritonServer  # noqa: PLC0415
+    from lita_serve.serving.launcher import Ports, TritonServer  # noqa: PLC0415
 
     print(machine_note())
     print(f"server: {server_omp_threads} OpenMP thread(s) per model process; in-process pipeline: the same")

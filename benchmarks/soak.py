@@ -28,8 +28,8 @@ from lita_client import LitaClient
 from lita_client.errors import LitaClientError
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.feature_cache import temporary_cache_root
-from lita_serve.inprocess import LitaPipeline
-from lita_serve.launcher import Ports, TritonServer, stub_processes
+from lita_serve.serving.inprocess import LitaPipeline
+from lita_serve.serving.launcher import Ports, TritonServer, stub_processes
 
 QUESTIONS = ["When does the colour change?", "What happens at the start?", "Describe the video."]
 BAD_KINDS = ("corrupt_video", "empty_video", "oversized_video", "empty_question", "max_tokens_over_limit",
@@ -79,8 +79,8 @@ def build_soak_repository(root: Path, seed: int = 0) -> Path:
     from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
     from lita_serve.config import LitaConfig
     from lita_build.repository import write_model_repository
-    from lita_serve.torch_engine import export_torch_engine
-    from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece
+    from lita_serve.engine.torch_engine import export_torch_engine
+    from lita_serve.text.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece
 
     lines = [f"{q} The square turns {c} after {i} seconds." for i in range(120) for q, c in
              zip(QUESTIONS, ["red", "blue", "green"])]

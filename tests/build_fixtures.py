@@ -21,10 +21,10 @@ from lita_build.checkpoint.files import read_weights
 from lita_serve.config import LitaConfig
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.generate import generate
-from lita_serve.model import LitaModel
-from lita_serve.layout import RepositoryLayout
-from lita_serve.torch_engine import load_decoder, load_encoder
-from lita_serve.tokenizer import train_tiny_sentencepiece
+from lita_serve.engine.model import LitaModel
+from lita_serve.adapters.layout import RepositoryLayout
+from lita_serve.engine.torch_engine import load_decoder, load_encoder
+from lita_serve.text.tokenizer import train_tiny_sentencepiece
 
 FRAMES = 8
 LITA_KEYS = ("num_time_tokens", "video_arch", "visual_token_format", "num_frames", "num_spatial_frames",

@@ -14,7 +14,7 @@ from repo_factory import build_tiny_repository  # noqa: E402
 from videos import make_mp4  # noqa: E402
 
 from lita_serve.feature_cache import temporary_cache_root  # noqa: E402
-from lita_serve.launcher import Ports, TritonServer  # noqa: E402
+from lita_serve.serving.launcher import Ports, TritonServer  # noqa: E402
 from lita_serve.loadtest.perf import PERF_ANALYZER_ENV  # noqa: E402
 
 # perf_analyzer's tool environment as `make perf-tools` makes it, unless the caller names another.
@@ -109,7 +109,7 @@ def triton_server(tiny_repo):
 @pytest.fixture(scope="session")
 def demo_repo(tmp_path_factory) -> Path:
     """The committed demo model (trained, it really localizes), built as `make demo` builds it."""
-    from lita_serve.demo import build_demo_repository
+    from lita_serve.serving.demo import build_demo_repository
 
     return build_demo_repository(tmp_path_factory.mktemp("demo_repo") / "repo", progress=False)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from lita_serve.tokenizer import convert_tokenizer, train_tiny_sentencepiece
+from lita_serve.text.tokenizer import convert_tokenizer, train_tiny_sentencepiece
 
 _SUBJECTS = ["the man", "a woman", "the dog", "a child", "the chef", "two players", "the camera", "a bird"]
 _VERBS = ["opens", "jumps over", "picks up", "throws", "cuts", "walks toward", "looks at", "pours"]

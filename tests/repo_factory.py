@@ -11,8 +11,8 @@ from lita_build.checkpoint.random_init import build_random_model
 from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
 from lita_serve.config import LitaConfig
 from lita_build.repository import Deployment, write_model_repository
-from lita_serve.torch_engine import export_torch_engine
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.engine.torch_engine import export_torch_engine
+from lita_serve.text.tokenizer import LitaTokenizer
 
 
 def build_tiny_repository(root: Path, seed: int = 0, dep: Deployment = Deployment(),

@@ -14,8 +14,8 @@ from triton_calls import NP_TO_TRITON, request_inputs, run
 from videos import make_audio_only, make_one_frame_video, make_still_png, truncate
 
 from lita_serve.llm.sampling_params import SamplingParams
-from lita_serve.inprocess import LitaPipeline
-from lita_serve.prompt import build_input_ids
+from lita_serve.serving.inprocess import LitaPipeline
+from lita_serve.text.prompt import build_input_ids
 from lita_client.contract import SAMPLING_INPUTS
 
 pytestmark = pytest.mark.server

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lita_serve.demo import demo_assets
+from lita_serve.serving.demo import demo_assets
 from lita_serve.evaluate.baselines import (
     MEAN_SPAN, RANDOM, WHOLE_VIDEO, baseline_scores, baselines_line, best_baseline, mean_relative_span,
 )

@@ -53,7 +53,7 @@ def test_gpu_check_without_cuda_exits_2_with_one_line(capsys):
 def test_gpu_check_parity_runs_on_cpu(tmp_path):
     """The parity step itself, with the CPU standing in for the GPU: fp32 is token-exact with itself,
     the reduced precisions stay within the logit tolerance."""
-    from lita_serve.demo import build_demo_repository
+    from lita_serve.serving.demo import build_demo_repository
 
     repo = build_demo_repository(tmp_path / "repo", progress=False)
     report = gpu_check.parity(repo, device="cpu")
@@ -70,7 +70,7 @@ def test_process_tree_cpu_counts_a_busy_child():
     import sys
     import time
 
-    from lita_serve.proc_stat import process_tree_cpu_seconds
+    from lita_serve.serving.proc_stat import process_tree_cpu_seconds
 
     before = process_tree_cpu_seconds(os.getpid())
     child = subprocess.Popen([sys.executable, "-c",

@@ -16,9 +16,9 @@ from build_fixtures import (base_tokenizer, frames_for, greedy, hf_lita, llava_p
 from lita_build import SourceLayout, build, describe_source
 from lita_build.checkpoint import load_lita
 from lita_serve.errors import CheckpointError, InvalidInputError, MissingDependencyError
-from lita_serve.layout import RepositoryLayout, STEPS
+from lita_serve.adapters.layout import RepositoryLayout, STEPS
 from lita_build.repository import check_model_repository
-from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer
+from lita_serve.text.tokenizer import LitaTokenizer, convert_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +176,8 @@ def test_prompt_options_from_the_command_line_reach_lita_json_and_the_decoder(tm
     from lita_serve.config import PromptOptions
     from lita_serve.llm.sampling_params import SamplingParams
     from lita_serve.llm.service import DecoderService, TorchBackend
-    from lita_serve.prompt import build_input_ids
-    from lita_serve.torch_engine import load_decoder
+    from lita_serve.text.prompt import build_input_ids
+    from lita_serve.engine.torch_engine import load_decoder
     from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 
     ckpt = hf_lita(model_for("1.0"), tmp_path / "ckpt")

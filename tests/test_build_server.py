@@ -14,11 +14,11 @@ from build_fixtures import (base_tokenizer, hf_lita, llava_pretrained, model_for
 from lita_build import build
 from lita_serve.config import LitaConfig
 from lita_serve.llm.sampling_params import SamplingParams
-from lita_serve.inprocess import LitaPipeline
-from lita_serve.launcher import Ports, TritonServer
+from lita_serve.serving.inprocess import LitaPipeline
+from lita_serve.serving.launcher import Ports, TritonServer
 from lita_build.repository import write_model_repository
-from lita_serve.torch_engine import export_torch_engine
-from lita_serve.demo import QUESTION
+from lita_serve.engine.torch_engine import export_torch_engine
+from lita_serve.serving.demo import QUESTION
 
 pytestmark = pytest.mark.server
 

@@ -26,8 +26,8 @@ from lita_serve.feature_cache import (
     feature_key,
 )
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
-from lita_serve.inprocess import LitaPipeline
-from lita_serve.launcher import Ports, ServerStartError, TritonServer
+from lita_serve.serving.inprocess import LitaPipeline
+from lita_serve.serving.launcher import Ports, ServerStartError, TritonServer
 from lita_serve.preprocess.request import prepare_cached
 
 QUESTION = "What happens in the video?"

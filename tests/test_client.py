@@ -31,7 +31,7 @@ from lita_client.errors import translate
 from lita_client.wire import SAMPLING_NAMES, request_arrays
 from lita_client.video_input import read_video, resolve_media_path
 from lita_serve.llm.sampling_params import SamplingParams
-from lita_serve.inprocess import LitaPipeline
+from lita_serve.serving.inprocess import LitaPipeline
 from lita_client.contract import SAMPLING_INPUTS
 
 MAX_TOKENS = 6

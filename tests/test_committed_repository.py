@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lita_serve.demo import build_demo_repository
-from lita_serve.layout import MODELS
+from lita_serve.serving.demo import build_demo_repository
+from lita_serve.adapters.layout import MODELS
 
 COMMITTED = Path(__file__).resolve().parents[1] / "model_repository"
 

@@ -7,11 +7,11 @@ import pytest
 from helpers_text import converted_model
 
 from lita_serve.config import CONV_TEMPLATES, LitaConfig, PromptOptions
-from lita_serve.conversation import SYSTEM_PROMPT, TEMPLATES, build_prompt, prompt_parts
+from lita_serve.text.conversation import SYSTEM_PROMPT, TEMPLATES, build_prompt, prompt_parts
 from lita_serve.errors import CheckpointError, InvalidInputError, LimitExceededError
-from lita_serve.prompt import build_input_ids, visual_positions
-from lita_serve.special_tokens import IM_END_TOKEN, IM_START_TOKEN, IMAGE_PATCH_TOKEN, VID_END_TOKEN, VID_START_TOKEN
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.text.prompt import build_input_ids, visual_positions
+from lita_serve.text.special_tokens import IM_END_TOKEN, IM_START_TOKEN, IMAGE_PATCH_TOKEN, VID_END_TOKEN, VID_START_TOKEN
+from lita_serve.text.tokenizer import LitaTokenizer
 
 QUESTION = "When does the dog jump over the fence?"
 

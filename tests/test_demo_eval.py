@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lita_serve.demo import run_demo
+from lita_serve.serving.demo import run_demo
 from lita_serve.evaluate.baselines import best_baseline
 from lita_serve.evaluate.heldout import HELDOUT_LOOK, TRAINING_LOOK, run_eval
 

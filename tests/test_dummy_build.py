@@ -12,10 +12,10 @@ from lita_build.builder import build
 from lita_build.dummy import build_dummy
 from lita_build.repository import check_model_repository
 from lita_serve.cli import main as lita_main
-from lita_serve.demo import demo_assets
+from lita_serve.serving.demo import demo_assets
 from lita_serve.errors import InvalidInputError
-from lita_serve.layout import RepositoryLayout
-from lita_serve.torch_engine import load_decoder, load_encoder
+from lita_serve.adapters.layout import RepositoryLayout
+from lita_serve.engine.torch_engine import load_decoder, load_encoder
 
 TOKENIZER = demo_assets() / "tokenizer.model"
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from lita_build.builder import build
-from lita_serve.demo import QUESTION, make_demo_video
-from lita_serve.inprocess import LitaPipeline
-from lita_serve.layout import RepositoryLayout
-from lita_serve.launcher import Ports, TritonServer
-from lita_serve.resources import demo_assets
-from lita_serve.torch_engine import load_encoder
+from lita_serve.serving.demo import QUESTION, make_demo_video
+from lita_serve.serving.inprocess import LitaPipeline
+from lita_serve.adapters.layout import RepositoryLayout
+from lita_serve.serving.launcher import Ports, TritonServer
+from lita_serve.adapters.resources import demo_assets
+from lita_serve.engine.torch_engine import load_encoder
 from lita_serve.vision_encoder.runtimes import OnnxRuntimeEncoder, load_encoder_runtime
 
 pytestmark = pytest.mark.server

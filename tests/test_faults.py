@@ -25,10 +25,10 @@ from lita_client import LitaClient
 from lita_client.errors import ServerUnavailableError
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.service import DecodeEvent, DecoderService
-from lita_serve.inprocess import LitaPipeline
-from lita_serve.launcher import SHM_DIR, Ports, Supervisor, TritonServer
+from lita_serve.serving.inprocess import LitaPipeline
+from lita_serve.serving.launcher import SHM_DIR, Ports, Supervisor, TritonServer
 from lita_serve.errors import ServerBusyError
-from lita_serve.resources import adapter_path
+from lita_serve.adapters.resources import adapter_path
 
 pytestmark = pytest.mark.server
 QUESTION = "When does the red square appear?"

@@ -21,8 +21,8 @@ from lita_serve.postprocess.render import Renderer
 from lita_serve.preprocess.frame_decode import available_backends
 from lita_serve.preprocess.request import prepare_video
 from lita_serve.preprocess.video import sample_video
-from lita_serve.time_tokens import parse_time_tokens, time_token
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.text.time_tokens import parse_time_tokens, time_token
+from lita_serve.text.tokenizer import LitaTokenizer
 
 BASE = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow], database=None)
 

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 
 from lita_build.builder import build
-from lita_serve.layout import RepositoryLayout
+from lita_serve.adapters.layout import RepositoryLayout
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.trtllm_bls import TensorRTLLMBackend, request_tensors, triton_type
 from lita_serve.llm.trtllm_release import DEFAULT_RELEASE, trtllm_release
-from lita_serve.resources import adapter_path, demo_assets
-from lita_serve.triton_io import instance_device
+from lita_serve.adapters.resources import adapter_path, demo_assets
+from lita_serve.adapters.triton_io import instance_device
 
 ROOT = Path(__file__).resolve().parents[1]
 

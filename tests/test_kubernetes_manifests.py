@@ -22,8 +22,8 @@ import yaml
 from lita_client.options import DEFAULT_URL
 from lita_serve.cli import cmd_build, parser
 from lita_serve.feature_cache import CACHE_ROOT_ENV
-from lita_serve.launcher import Ports
-from lita_serve.layout import BUILD_MANIFEST
+from lita_serve.serving.launcher import Ports
+from lita_serve.adapters.layout import BUILD_MANIFEST
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 K8S = DEPLOY / "kubernetes"

@@ -17,7 +17,7 @@ from lita_client.errors import LitaClientError
 from lita_serve.config import LitaConfig
 from lita_serve.errors import LimitExceededError
 from lita_serve.preprocess.request import prepare_video
-from lita_serve.launcher import GrpcTls, Ports, TritonServer
+from lita_serve.serving.launcher import GrpcTls, Ports, TritonServer
 
 pytestmark = pytest.mark.server
 QUESTION = "When does the red square appear?"

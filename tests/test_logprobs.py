@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lita_serve.llm.token_logprobs import token_logprobs
-from lita_serve.logprobs import TokenLogprobs
+from lita_serve.text.logprobs import TokenLogprobs
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.errors import InvalidInputError
 
@@ -50,7 +50,7 @@ def test_segments_carry_the_confidence_of_their_tokens(tmp_path):
     from helpers_text import converted_model
 
     from lita_serve.postprocess.render import Renderer
-    from lita_serve.tokenizer import LitaTokenizer
+    from lita_serve.text.tokenizer import LitaTokenizer
 
     tok = LitaTokenizer.from_file(converted_model(tmp_path))
     t = tok.time_token_ids
@@ -72,7 +72,7 @@ def test_cli_prints_a_confidence_for_every_time(demo_server, tmp_path):
     spread than on a video without the red circle (a blue square instead), and the mean next to the
     chosen time; text mode prints `mean ± std` per segment."""
     from lita_serve.data.synthetic import Event, make_event_video
-    from lita_serve.demo import DEMO_DURATION_S, QUESTION, make_demo_video
+    from lita_serve.serving.demo import DEMO_DURATION_S, QUESTION, make_demo_video
 
     video = make_demo_video(tmp_path / "demo.mp4")
     unsure_video = make_event_video(tmp_path / "no_circle.mp4", duration_s=DEMO_DURATION_S, fps=10, width=96,
@@ -105,7 +105,7 @@ def test_cli_prints_a_confidence_for_every_time(demo_server, tmp_path):
 @pytest.mark.server
 def test_streamed_logprobs_cover_every_token(demo_server, tmp_path):
     from lita_client import LitaClient
-    from lita_serve.demo import QUESTION, make_demo_video
+    from lita_serve.serving.demo import QUESTION, make_demo_video
 
     video = make_demo_video(tmp_path / "demo.mp4")
     with LitaClient(demo_server.grpc_url) as client:

@@ -19,14 +19,14 @@ from PIL import Image
 
 from lita_client import InvalidRequestError, LitaClient
 from lita_serve.config import LitaConfig
-from lita_serve.demo import build_demo_repository
-from lita_serve.launcher import Ports, TritonServer
+from lita_serve.serving.demo import build_demo_repository
+from lita_serve.serving.launcher import Ports, TritonServer
 from lita_serve.preprocess.frame_decode import HEADER_CUT_MIN_PIXELS, available_backends, decode_pyav
 from lita_serve.preprocess.frame_sampling import frame_indices
 from lita_serve.preprocess.source import load_source
 from lita_serve.preprocess.video import sample_video_for
-from lita_serve.time_tokens import seconds_to_index
-from lita_serve.demo import QUESTION
+from lita_serve.text.time_tokens import seconds_to_index
+from lita_serve.serving.demo import QUESTION
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("ffmpeg") is None,
                                                    reason="the media matrix needs the ffmpeg command line")]

@@ -29,14 +29,14 @@ import pytest
 
 from lita_client import ServerUnavailableError
 from lita_serve.config import LitaConfig, ServeLimits
-from lita_serve.demo import build_demo_repository, make_demo_video
-from lita_serve.launcher import Ports
+from lita_serve.serving.demo import build_demo_repository, make_demo_video
+from lita_serve.serving.launcher import Ports
 from lita_serve.loadtest.inputs import distinct_copies
 from lita_serve.openai_api import FrontendSettings, OpenAIFrontend
 from lita_serve.openai_api.api_errors import from_client_error
 from lita_serve.openai_api.frontend_settings import limits_of
 from lita_serve.openai_api.media_source import decoded_size
-from lita_serve.demo import QUESTION
+from lita_serve.serving.demo import QUESTION
 
 pytestmark = pytest.mark.server
 

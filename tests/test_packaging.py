@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lita_serve.process_memory import model_memory
+from lita_serve.serving.process_memory import model_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "av", "decord", "sentencepiece", "safetensors", "lita_serve")

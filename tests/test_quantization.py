@@ -37,15 +37,15 @@ import torch
 
 from lita_build.builder import build
 from lita_client import LitaClient
-from lita_serve.demo import DEMO_EVENT, QUESTION, make_demo_video
+from lita_serve.serving.demo import DEMO_EVENT, QUESTION, make_demo_video
 from lita_serve.errors import InvalidInputError
-from lita_serve.inprocess import LitaPipeline
-from lita_serve.launcher import Ports, TritonServer
-from lita_serve.layout import RepositoryLayout
+from lita_serve.serving.inprocess import LitaPipeline
+from lita_serve.serving.launcher import Ports, TritonServer
+from lita_serve.adapters.layout import RepositoryLayout
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.weight_quant import is_quantized, weight_bytes
-from lita_serve.resources import demo_assets
-from lita_serve.torch_engine import load_decoder
+from lita_serve.adapters.resources import demo_assets
+from lita_serve.engine.torch_engine import load_decoder
 
 QUANT_CONFIG_FIELDS = {"quant_algo", "kv_cache_quant_algo", "group_size", "smoothquant_val", "clamp_val",
                        "use_meta_recipe", "has_zero_point", "pre_quant_scale", "exclude_modules"}
@@ -146,7 +146,7 @@ def test_calibration_feeds_lita_prompts_with_visual_tokens_to_the_exported_model
 
     from lita_build.calibration import calibration_batches, calibration_frames
     from lita_build.trtllm_quant import _hf_llama
-    from lita_serve.tokenizer import LitaTokenizer
+    from lita_serve.text.tokenizer import LitaTokenizer
     from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 
     model = model_for("1.0").eval()

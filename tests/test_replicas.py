@@ -23,7 +23,7 @@ from lita_client.batch import Prompt, run_batch_async
 from lita_client.answer import Chunk
 from lita_client.errors import InvalidRequestError, ModelNotReadyError, ServerUnavailableError
 from lita_client.replicas import MAX_RECHECK_S, RECHECK_S, ReplicaSet, resolve_target, split_targets
-from lita_serve.launcher import Ports
+from lita_serve.serving.launcher import Ports
 from lita_serve.loadtest.run import answered_requests
 from conftest import serving
 

@@ -11,9 +11,9 @@ import tritonclient.grpc as grpcclient
 from triton_calls import request_inputs, run
 
 from lita_serve.llm.sampling_params import SamplingParams
-from lita_serve.inprocess import LitaPipeline
+from lita_serve.serving.inprocess import LitaPipeline
 from lita_build.repository import check_model_repository
-from lita_serve.demo import QUESTION
+from lita_serve.serving.demo import QUESTION
 
 pytestmark = pytest.mark.server
 

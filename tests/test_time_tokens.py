@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from lita_serve.config import LitaConfig
 from lita_serve.errors import InvalidInputError
-from lita_serve.time_tokens import (
+from lita_serve.text.time_tokens import (
     Segment,
     index_to_seconds,
     parse_time_tokens,

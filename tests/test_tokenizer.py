@@ -10,14 +10,14 @@ from helpers_text import corpus, train_base
 
 from lita_serve.config import LitaConfig
 from lita_serve.errors import CheckpointError, InvalidInputError
-from lita_serve.special_tokens import (
+from lita_serve.text.special_tokens import (
     EXTRA_ID_MEANINGS,
     VID_END_TOKEN,
     VID_START_TOKEN,
     all_extra_ids,
     special_token_order,
 )
-from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, load_model_proto, train_tiny_sentencepiece
+from lita_serve.text.tokenizer import LitaTokenizer, convert_tokenizer, load_model_proto, train_tiny_sentencepiece
 
 BASE_VOCAB = 400
 

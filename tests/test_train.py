@@ -22,8 +22,8 @@ from lita_serve.data.synthetic import Event, make_event_video
 from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 from lita_serve.evaluate import score, temporal_iou
 from lita_serve.preprocess.video import sample_video_for
-from lita_serve.time_tokens import parse_time_tokens, seconds_to_index
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.text.time_tokens import parse_time_tokens, seconds_to_index
+from lita_serve.text.tokenizer import LitaTokenizer
 from lita_serve.train.dataset import (IGNORE_INDEX, cache_features, localization_examples, localization_items,
                                       make_split, sampled_frame_times, with_vocab)
 from lita_serve.train.demo_training import (MANIFEST_FILE, TOKENIZER_FILE, answer_question, boundary_bin_accuracy,

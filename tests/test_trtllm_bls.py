@@ -95,7 +95,7 @@ def test_service_runs_on_a_backend_other_than_torch():
     from pathlib import Path
 
     from lita_serve.llm.service import DecoderService
-    from lita_serve.tokenizer import LitaTokenizer
+    from lita_serve.text.tokenizer import LitaTokenizer
 
     class Scripted:
         vocab_size = 512

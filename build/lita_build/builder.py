@@ -25,17 +25,17 @@ from lita_build.sources import SourceDescription, SourceLayout, describe_source
 from lita_build.summary import BuildSummary
 from lita_build.checkpoint import load_lita
 from lita_serve.config import PromptOptions
-from lita_serve.conversation import check_prompt_options
+from lita_serve.text.conversation import check_prompt_options
 from lita_serve.errors import CheckpointError, InvalidInputError
-from lita_serve.model import LitaModel
-from lita_serve.layout import BUILD_MANIFEST, ENCODER_ENGINES, ENCODER_ONNX, ENCODER_PLAN, BuildManifest
+from lita_serve.engine.model import LitaModel
+from lita_serve.adapters.layout import BUILD_MANIFEST, ENCODER_ENGINES, ENCODER_ONNX, ENCODER_PLAN, BuildManifest
 from lita_serve.llm.trtllm_release import TrtllmRelease, trtllm_release
 from lita_build.repository import Deployment, write_model_repository
-from lita_serve.torch_engine import export_torch_engine
+from lita_serve.engine.torch_engine import export_torch_engine
 from lita_serve.llm.weight_quant import require_weight_quantization
-from lita_serve.quantization_names import NO_QUANTIZATION, TORCH_QUANTIZATIONS, TRTLLM_QUANTIZATIONS
-from lita_serve.special_tokens import special_token_order
-from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, load_model_proto
+from lita_serve.engine.quantization_names import NO_QUANTIZATION, TORCH_QUANTIZATIONS, TRTLLM_QUANTIZATIONS
+from lita_serve.text.special_tokens import special_token_order
+from lita_serve.text.tokenizer import LitaTokenizer, convert_tokenizer, load_model_proto
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ class BuildOptions:
     ``overrides`` sets LITA options by their :class:`~lita_serve.config.LitaOptions` names
     (``video_arch``, ``visual_token_format``, ``sample_frames``, ``num_spatial_frames``,
     ``spatial_pool``, ``num_time_tokens``, ``projector_type``). ``encoder_engine`` picks what
-    serves the vision encoder (:data:`~lita_serve.layout.ENCODER_ENGINES`; default
+    serves the vision encoder (:data:`~lita_serve.adapters.layout.ENCODER_ENGINES`; default
     :func:`default_encoder_engine`). ``gpus`` pins the GPU models to those devices (default: Triton
     places instances on every GPU). ``trtllm_release_tag`` names the TensorRT-LLM container release
     the repository is for (:mod:`lita_serve.llm.trtllm_release`). ``dry_run`` writes everything

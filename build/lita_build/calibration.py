@@ -10,7 +10,7 @@ inputs, so each calibration sample here is built the way the ``llm`` step builds
    files written), frames drawn at the model's ``image_size`` and sampled like the preprocess
    step (``sample_frames`` evenly spaced), CLIP-normalised;
 2. the model's own vision encoder + projector -> the prompt table ``[N_vis, H]``;
-3. :func:`lita_serve.prompt.build_input_ids` with a question from
+3. :func:`lita_serve.text.prompt.build_input_ids` with a question from
    :func:`lita_serve.data.synthetic.questions_for` (localization or dense captioning);
 4. ``decoder.embed(ids, table)`` -> ``inputs_embeds`` ``[1, T, H]``, the batch ModelOpt runs.
 """
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from lita_serve.data.synthetic import questions_for, random_video_spec, sampled_pixels
-from lita_serve.model import LitaModel
-from lita_serve.prompt import build_input_ids
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.engine.model import LitaModel
+from lita_serve.text.prompt import build_input_ids
+from lita_serve.text.tokenizer import LitaTokenizer
 
 CALIBRATION_SEED = 20_251_212
 

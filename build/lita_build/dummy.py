@@ -5,7 +5,7 @@ Measuring serving speed needs a model of the real size, not its trained weights:
 repository holds 26 GB of fp16 weights that nobody may download here, and writing then reading
 them costs a GPU machine minutes. This writes everything else exactly as a checkpoint build does
 (the preset's ``lita.json``, the converted tokenizer, every Triton config) and records
-``"weights": "dummy"`` in ``build.json``; :mod:`lita_serve.torch_engine` then materialises the
+``"weights": "dummy"`` in ``build.json``; :mod:`lita_serve.engine.torch_engine` then materialises the
 encoder and the decoder on their device with N(0, 0.02) weights from a fixed seed. Answers are
 meaningless; shapes, memory, kernels and timings are the real model's.
 """
@@ -23,8 +23,8 @@ from lita_build.repository import write_model_repository
 from lita_build.summary import BuildSummary
 from lita_serve.config import LitaConfig
 from lita_serve.errors import InvalidInputError
-from lita_serve.layout import DUMMY_WEIGHTS, BuildManifest, RepositoryLayout
-from lita_serve.torch_engine import DTYPES
+from lita_serve.adapters.layout import DUMMY_WEIGHTS, BuildManifest, RepositoryLayout
+from lita_serve.engine.torch_engine import DTYPES
 
 
 def build_dummy(preset: str, tokenizer: Path, *, output: Path, dtype: str = "float16", device: str = "cuda",

@@ -7,7 +7,7 @@ from typing import Any
 from lita_serve.config import (DEFAULT_NUM_TIME_TOKENS, IMAGE_ASPECT_RATIOS, PROJECTOR_TYPES, VIDEO_ARCHS,
                                VISUAL_TOKEN_FORMATS, LitaConfig)
 from lita_serve.errors import CheckpointError, InvalidInputError
-from lita_serve.special_tokens import LITA_VERSIONS
+from lita_serve.text.special_tokens import LITA_VERSIONS
 
 # LitaOptions field (what users pass) -> LITA config.json key.
 OVERRIDE_KEYS: dict[str, str] = {

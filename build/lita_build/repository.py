@@ -3,8 +3,8 @@
 Every number in a ``config.pbtxt`` that code also uses (frame count, image size, hidden size,
 limits) is derived here from the config, so the repository cannot drift from the model. The
 ``model.py`` adapters are copied from the ones that ship with lita-serve
-(:func:`lita_serve.resources.adapter_path`), each with ``serving_env.py`` beside it, which it
-imports first (:func:`lita_serve.resources.serving_env_path`).
+(:func:`lita_serve.adapters.resources.adapter_path`), each with ``serving_env.py`` beside it, which it
+imports first (:func:`lita_serve.adapters.resources.serving_env_path`).
 
 Tensor names: the ensemble's client-facing tensors are lowercase (``text_input``,
 ``max_tokens``, ``stream``, ``text_output``: what genai-perf-style tools send); tensors between
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from lita_client.contract import ENSEMBLE, SAMPLING_INPUTS, TensorSpec, ensemble_tensors
 from lita_serve.config import LitaConfig
-from lita_serve.layout import STEPS, RepositoryLayout
-from lita_serve.resources import SERVING_ENV, adapter_path, serving_env_path
+from lita_serve.adapters.layout import STEPS, RepositoryLayout
+from lita_serve.adapters.resources import SERVING_ENV, adapter_path, serving_env_path
 from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 
 
@@ -171,7 +171,7 @@ def write_model_repository(repo: str | Path, cfg: LitaConfig, dep: Deployment = 
     """Write configs for ``cfg`` and copy the ``model.py`` adapters into ``repo``.
 
     Weights, ``lita.json`` and the tokenizer are written by the engine export
-    (:func:`lita_serve.torch_engine.export_torch_engine`).
+    (:func:`lita_serve.engine.torch_engine.export_torch_engine`).
     """
     layout = RepositoryLayout.of(repo)
     for name, text in render_configs(cfg, dep).items():

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from lita_serve.errors import InvalidInputError, MissingDependencyError
-from lita_serve.quantization_names import NO_QUANTIZATION as NONE, TRTLLM_QUANTIZATIONS
+from lita_serve.engine.quantization_names import NO_QUANTIZATION as NONE, TRTLLM_QUANTIZATIONS
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class CalibrationPlan:
         n = min(num_prompts, AWQ_MAX_CALIB) if name == "int4_awq" else num_prompts
         return cls(qformat=name, modelopt_config=_ALGOS[name][1], num_prompts=n, batch_size=1,
                    source=("synthetic event videos (lita_serve.data.synthetic, fixed seed) through the built "
-                           "vision encoder; one LITA prompt per video from lita_serve.prompt.build_input_ids "
+                           "vision encoder; one LITA prompt per video from lita_serve.text.prompt.build_input_ids "
                            "(BOS, Vicuna v1 template, visual tokens in the model's layout, a 'When does ... "
                            "appear?' or 'Describe the video with timestamps.' question), fed as inputs_embeds"),
                    awq_block_size=AWQ_GROUP_SIZE if name == "int4_awq" else None)

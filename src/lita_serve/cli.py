@@ -11,17 +11,17 @@ import sys
 from pathlib import Path
 
 from lita_serve.errors import LitaError
-from lita_serve.layout import ENCODER_ENGINES
+from lita_serve.adapters.layout import ENCODER_ENGINES
 from lita_serve.llm.trtllm_release import DEFAULT_RELEASE, RELEASES
 from lita_serve.logs import setup_logging
-from lita_serve.quantization_names import ALL_QUANTIZATIONS, NO_QUANTIZATION
+from lita_serve.engine.quantization_names import ALL_QUANTIZATIONS, NO_QUANTIZATION
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start tritonserver on a model repository (127.0.0.1 unless --host says otherwise)."""
-    from lita_serve.launcher import GrpcTls, Ports, TritonServer, serve_forever
+    from lita_serve.serving.launcher import GrpcTls, Ports, TritonServer, serve_forever
 
     tls = None
     if args.grpc_server_cert or args.grpc_server_key:
@@ -59,7 +59,7 @@ def _openai_frontend(args: argparse.Namespace, server):
 
 def cmd_tokenizer_convert(args: argparse.Namespace) -> int:
     """Add LITA's time tokens and extra ids to a SentencePiece model."""
-    from lita_serve.tokenizer import convert_tokenizer
+    from lita_serve.text.tokenizer import convert_tokenizer
 
     added = convert_tokenizer(args.input, args.output, args.version, args.num_time_tokens)
     print(f"{args.output}: added {len(added)} tokens ({args.version} order)")
@@ -187,7 +187,7 @@ def _prompt_options(args: argparse.Namespace):
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Build the demo model, serve it, ask about a generated video, print the answer, stop."""
-    from lita_serve.demo import build_demo_repository, run_demo
+    from lita_serve.serving.demo import build_demo_repository, run_demo
 
     if args.build_only:
         build_demo_repository(args.repository)
@@ -206,7 +206,7 @@ def _add_demo(sub) -> None:
 
 def cmd_rss(args: argparse.Namespace) -> int:
     """Serve a repository, answer one question, print each model process's resident memory."""
-    from lita_serve.process_memory import main as rss_main
+    from lita_serve.serving.process_memory import main as rss_main
 
     return rss_main(args.repository, args.workdir, as_json=args.json)
 

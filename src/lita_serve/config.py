@@ -28,7 +28,7 @@ PROJECTOR_TYPES = ("linear", "mlp2x_gelu")
 # How a frame becomes a square: "square" resizes the shortest side and crops the centre (CLIP's
 # processor); "pad" pads to a square with the image mean colour first (LLaVA's expand2square).
 IMAGE_ASPECT_RATIOS = ("square", "pad")
-# Prompt construction (see lita_serve.conversation): template names, where the video goes
+# Prompt construction (see lita_serve.text.conversation): template names, where the video goes
 # relative to the question, and how the text around the video is tokenized.
 CONV_TEMPLATES = ("v1", "llava_v1")
 MEDIA_PLACEMENTS = ("left", "right")
@@ -101,7 +101,7 @@ class PromptOptions:
     question on its own line, BOS first, each text chunk around the video tokenized on its own as
     LLaVA's ``tokenizer_image_token`` does). NeMo's NeVA/LITA inference corresponds to
     ``media_separator=""``, ``add_bos=False``, ``tokenization="whole"`` (see
-    :mod:`lita_serve.conversation`). A ``lita.json`` written before these options existed loads
+    :mod:`lita_serve.text.conversation`). A ``lita.json`` written before these options existed loads
     with the defaults, which is the prompt it was served with.
     """
 

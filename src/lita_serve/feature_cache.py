@@ -60,7 +60,7 @@ import numpy as np
 
 from lita_serve.config import LitaConfig
 from lita_serve.errors import LitaError
-from lita_serve.layout import RepositoryLayout
+from lita_serve.adapters.layout import RepositoryLayout
 
 logger = logging.getLogger(__name__)
 

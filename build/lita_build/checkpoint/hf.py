@@ -27,7 +27,7 @@ from lita_build.checkpoint.hf_config import clip_vision_config, config_from_hf, 
 from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, grow_rows, padded_vocab_size
 from lita_serve.config import LitaConfig
 from lita_serve.errors import CheckpointError
-from lita_serve.model import LitaModel
+from lita_serve.engine.model import LitaModel
 
 log = logging.getLogger(__name__)
 

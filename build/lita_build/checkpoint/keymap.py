@@ -1,4 +1,4 @@
-"""Key tables between released HF checkpoints and :class:`~lita_serve.model.LitaModel` state dicts.
+"""Key tables between released HF checkpoints and :class:`~lita_serve.engine.model.LitaModel` state dicts.
 
 The tables are data: (HF prefix, internal prefix) pairs, most specific first. The decoder uses
 HF's own names, so the text part maps by prefix only.

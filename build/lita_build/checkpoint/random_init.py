@@ -10,7 +10,7 @@ import torch
 from lita_build.checkpoint.hf import save_hf_checkpoint
 from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
 from lita_serve.config import LitaConfig
-from lita_serve.model import DEMO_INIT_STD, LitaModel, randomize_  # noqa: F401 - re-exported
+from lita_serve.engine.model import DEMO_INIT_STD, LitaModel, randomize_  # noqa: F401 - re-exported
 
 def build_random_model(cfg: LitaConfig, seed: int) -> LitaModel:
     """A LitaModel with N(0, 0.02) weights (norm scales 1, biases 0), reproducible from ``seed``."""

@@ -14,10 +14,10 @@ import triton_python_backend_utils as pb_utils
 
 from lita_serve.llm.service import DecodeEvent, DecoderService
 from lita_serve.llm.trtllm_bls import TensorRTLLMBackend
-from lita_serve import triton_io
-from lita_serve.layout import RepositoryLayout
-from lita_serve.torch_engine import load_decoder
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.adapters import triton_io
+from lita_serve.adapters.layout import RepositoryLayout
+from lita_serve.engine.torch_engine import load_decoder
+from lita_serve.text.tokenizer import LitaTokenizer
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 

@@ -10,11 +10,11 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from lita_serve.logprobs import TokenLogprobs
+from lita_serve.text.logprobs import TokenLogprobs
 from lita_serve.postprocess.render import Renderer
-from lita_serve import triton_io
-from lita_serve.layout import RepositoryLayout
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.adapters import triton_io
+from lita_serve.adapters.layout import RepositoryLayout
+from lita_serve.text.tokenizer import LitaTokenizer
 
 
 class TritonPythonModel:

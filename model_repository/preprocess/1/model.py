@@ -14,12 +14,12 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from lita_serve.conversation import check_question
+from lita_serve.text.conversation import check_question
 from lita_serve.feature_cache import FeatureCache
 from lita_serve.preprocess.heap import limit_arenas, release_free_memory
 from lita_serve.preprocess.request import prepare_cached
-from lita_serve import triton_io
-from lita_serve.layout import RepositoryLayout
+from lita_serve.adapters import triton_io
+from lita_serve.adapters.layout import RepositoryLayout
 
 
 class TritonPythonModel:

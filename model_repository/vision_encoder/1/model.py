@@ -14,8 +14,8 @@ import triton_python_backend_utils as pb_utils
 
 from lita_serve.feature_cache import FeatureCache, entry_stats
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
-from lita_serve import triton_io
-from lita_serve.layout import RepositoryLayout
+from lita_serve.adapters import triton_io
+from lita_serve.adapters.layout import RepositoryLayout
 from lita_serve.vision_encoder.runtimes import load_encoder_runtime
 
 

@@ -9,7 +9,7 @@ The format is the LLaVA conversation list LITA and NeMo train on (NVlabs/LITA
                         {"from": "gpt", "value": "<t12> <t40>"}]}, ...]
 
 Every timestamp becomes a time token ``<tK>`` with ``K = round((N - 1) * t / duration)``
-(:func:`lita_serve.time_tokens.seconds_to_token`). The ``<video>`` placeholder sits on the left
+(:func:`lita_serve.text.time_tokens.seconds_to_token`). The ``<video>`` placeholder sits on the left
 of the question, followed by a newline, as both references write it. NeMo names the duration
 key ``durations`` (a single float); we keep that spelling so its dataloader reads our files.
 
@@ -26,7 +26,7 @@ from typing import Any
 
 from lita_serve.config import DEFAULT_NUM_TIME_TOKENS
 from lita_serve.errors import InvalidInputError
-from lita_serve.time_tokens import seconds_to_token
+from lita_serve.text.time_tokens import seconds_to_token
 
 VIDEO_PLACEHOLDER = "<video>"
 

@@ -94,8 +94,8 @@ def evaluate_server(url: str, prompts: Path, media_base: Path, out_dir: Path, co
 def run_eval(repository: Path, workdir: Path, num_videos: int = 60, printer: Callable[[str], None] = print,
              build: bool = True) -> EvalResult:
     """Build the demo repository (unless ``build`` is False), start the server, evaluate, stop."""
-    from lita_serve.demo import build_demo_repository
-    from lita_serve.launcher import Ports, TritonServer
+    from lita_serve.serving.demo import build_demo_repository
+    from lita_serve.serving.launcher import Ports, TritonServer
 
     workdir.mkdir(parents=True, exist_ok=True)
     if build:

@@ -13,7 +13,7 @@ The protocol follows LITA's ActivityNet-RTL evaluation (NVlabs/LITA ``lita/eval/
 * metrics are averaged per video first, then across videos (``average="video"``); the plain mean
   over questions (``average="question"``) is available for comparison with other papers.
 
-Answers may hold time tokens ``<tK>`` (converted with :mod:`lita_serve.time_tokens`), LITA's
+Answers may hold time tokens ``<tK>`` (converted with :mod:`lita_serve.text.time_tokens`), LITA's
 rendered seconds ``<12.5>``, or plain seconds with a unit: ``12.3s``, ``12.3 - 20.0 seconds``.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from lita_serve.config import DEFAULT_NUM_TIME_TOKENS
 from lita_serve.errors import InvalidInputError
-from lita_serve.time_tokens import parse_time_tokens
+from lita_serve.text.time_tokens import parse_time_tokens
 
 Span = tuple[float, float]
 

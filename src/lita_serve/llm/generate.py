@@ -17,7 +17,7 @@ from lita_serve.llm.cuda_graphs import DecodeGraphs
 from lita_serve.llm.llama import KVCache, LlamaDecoder
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.llm.token_logprobs import token_logprobs
-from lita_serve.logprobs import TokenLogprobs
+from lita_serve.text.logprobs import TokenLogprobs
 from lita_serve.llm.token_sampling import make_generator, sample_next
 from lita_serve.errors import InvalidInputError, LimitExceededError
 

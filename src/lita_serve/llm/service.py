@@ -24,16 +24,16 @@ import numpy as np
 import torch
 
 from lita_serve.config import LitaConfig
-from lita_serve.conversation import check_prompt_options, check_question
+from lita_serve.text.conversation import check_prompt_options, check_question
 from lita_serve.llm.cuda_graphs import DecodeGraphs
 from lita_serve.llm.generate import GenerationRequest, generate_batch
 from lita_serve.llm.llama import LlamaDecoder
 from lita_serve.llm.sampling_params import SamplingParams
-from lita_serve.logprobs import TokenLogprobs
+from lita_serve.text.logprobs import TokenLogprobs
 from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 from lita_serve.errors import InvalidInputError, ServerBusyError
-from lita_serve.prompt import build_input_ids
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.text.prompt import build_input_ids
+from lita_serve.text.tokenizer import LitaTokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from lita_serve.logprobs import TokenLogprobs
+from lita_serve.text.logprobs import TokenLogprobs
 
 
 def token_logprobs(logits: Tensor, token: int, top: int, time_ids: Tensor | None) -> TokenLogprobs:

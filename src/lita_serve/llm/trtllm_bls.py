@@ -27,7 +27,7 @@ from lita_serve.llm.trtllm_release import TrtllmRelease, trtllm_release
 from lita_serve.errors import LitaError
 
 if TYPE_CHECKING:
-    from lita_serve.layout import BuildManifest
+    from lita_serve.adapters.layout import BuildManifest
 
 TRTLLM_MODEL = "tensorrt_llm"
 # The engine's dtype (build --dtype) -> the prompt table's Triton type and torch dtype.

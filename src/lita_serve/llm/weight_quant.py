@@ -22,7 +22,7 @@ import logging
 from torch import nn
 
 from lita_serve.errors import InvalidInputError, MissingDependencyError
-from lita_serve.quantization_names import INT8_WEIGHT_ONLY, NO_QUANTIZATION, TORCH_QUANTIZATIONS
+from lita_serve.engine.quantization_names import INT8_WEIGHT_ONLY, NO_QUANTIZATION, TORCH_QUANTIZATIONS
 
 
 def check_torch_quantization(name: str) -> str:

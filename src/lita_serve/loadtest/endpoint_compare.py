@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from lita_serve.loadtest.inputs import DEFAULT_QUESTIONS, make_videos, write_input_data, write_openai_input_data
 from lita_serve.loadtest.perf import PerfOptions, openai_perf_command, perf_command, read_csv, run_perf_analyzer
 from lita_serve.loadtest.token_timing import latency_by_concurrency, read_profile_export, shrink_export
-from lita_serve.proc_stat import process_tree_cpu_seconds
+from lita_serve.serving.proc_stat import process_tree_cpu_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def compare_endpoints(repository: str | Path | None, out_dir: str | Path, levels
     ``repository`` unless ``url`` (host:grpc_port) names a running one; the frontend always
     runs here, forwarding to it."""
     from lita_serve.openai_api import FrontendSettings, OpenAIFrontend  # noqa: PLC0415 - the serve extra
-    from lita_serve.launcher import Ports, TritonServer  # noqa: PLC0415
+    from lita_serve.serving.launcher import Ports, TritonServer  # noqa: PLC0415
     from lita_serve.openai_api.frontend_settings import limits_of  # noqa: PLC0415
 
     out = Path(out_dir)

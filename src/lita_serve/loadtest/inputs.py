@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from lita_client.contract import ENSEMBLE, SAMPLING_INPUTS
-from lita_serve.demo import QUESTION
+from lita_serve.serving.demo import QUESTION
 
 DEFAULT_QUESTIONS = (QUESTION, "Describe the video with timestamps.")
 # The cold regime's videos: (width, height, seconds) at 25 fps, H.264 with B-frames. Flat

@@ -140,7 +140,7 @@ def _served(repository: str | Path | None, url: str | None, metrics_url: str | N
         return
     if repository is None:
         raise ValueError("give a repository to serve or the url of a running server")
-    from lita_serve.launcher import Ports, TritonServer  # noqa: PLC0415 - needs the serve extra
+    from lita_serve.serving.launcher import Ports, TritonServer  # noqa: PLC0415 - needs the serve extra
 
     previous = os.environ.get("OMP_NUM_THREADS")
     if omp_threads:

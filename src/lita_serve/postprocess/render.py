@@ -18,9 +18,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from lita_serve.logprobs import TokenLogprobs
-from lita_serve.time_tokens import Segment, parse_time_tokens
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.text.logprobs import TokenLogprobs
+from lita_serve.text.time_tokens import Segment, parse_time_tokens
+from lita_serve.text.tokenizer import LitaTokenizer
 
 
 @dataclass

@@ -12,7 +12,7 @@ Pipeline (each step deterministic given its seed):
    pooled rows instead of frames keeps 1000+ videos in a few tens of MB;
 3. :func:`localization_examples` turns each event into a LITA conversation,
    ``"When does the red circle appear?" -> "<ta> <tb>"``, as prompt ids built exactly like the
-   server (:func:`lita_serve.prompt.build_input_ids`) plus answer ids; labels are -100 on the
+   server (:func:`lita_serve.text.prompt.build_input_ids`) plus answer ids; labels are -100 on the
    prompt (visual positions included), as LITA masks its training targets. Auxiliary targets
    ride along (see :mod:`lita_serve.train.loop`): at the temporal visual tokens, the frame's own
    time token and the words of the colours on screen in that frame; for the answer, the
@@ -29,15 +29,15 @@ import numpy as np
 import torch
 
 from lita_serve.config import LitaConfig
-from lita_serve.conversation import build_prompt
+from lita_serve.text.conversation import build_prompt
 from lita_serve.data.synthetic import Event, VideoSpec, encode_spec, questions_for, random_video_spec
 from lita_serve.vision_encoder.clip import CLIPVisionTower
 from lita_serve.vision_encoder.visual_tokens import pool_visual_tokens
 from lita_serve.preprocess.frame_sampling import frame_indices
 from lita_serve.preprocess.video import sample_video_for
-from lita_serve.prompt import build_input_ids
-from lita_serve.time_tokens import seconds_to_token
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.text.prompt import build_input_ids
+from lita_serve.text.time_tokens import seconds_to_token
+from lita_serve.text.tokenizer import LitaTokenizer
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (LLaVA/LITA's IGNORE_INDEX)
 LOCALIZATION = "event_localization"

@@ -41,10 +41,10 @@ from lita_serve.llm.generate import generate
 from lita_serve.llm.sampling_params import SamplingParams
 from lita_serve.vision_encoder.visual_tokens import num_visual_tokens
 from lita_serve.evaluate import Report, score
-from lita_serve.model import LitaModel
-from lita_serve.prompt import build_input_ids
-from lita_serve.time_tokens import seconds_to_index
-from lita_serve.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece
+from lita_serve.engine.model import LitaModel
+from lita_serve.text.prompt import build_input_ids
+from lita_serve.text.time_tokens import seconds_to_index
+from lita_serve.text.tokenizer import LitaTokenizer, convert_tokenizer, train_tiny_sentencepiece
 from lita_serve.data.looks import TRAINING_FAMILIES
 from lita_serve.data.synthetic import VideoSpec
 from lita_serve.train.dataset import (

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from lita_serve.llm.llama import apply_rope
 from lita_serve.errors import InvalidInputError
-from lita_serve.model import LitaModel
+from lita_serve.engine.model import LitaModel
 from lita_serve.train.dataset import IGNORE_INDEX, MAX_VISIBLE, Example
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from lita_serve.model import LitaModel
+from lita_serve.engine.model import LitaModel
 
 POSITION_GAIN = 1.0  # counting-head output gain
 

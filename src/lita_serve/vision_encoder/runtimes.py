@@ -15,7 +15,7 @@ import torch
 
 from lita_serve.config import LitaConfig
 from lita_serve.errors import CheckpointError, MissingDependencyError
-from lita_serve.layout import ENCODER_ENGINES, RepositoryLayout
+from lita_serve.adapters.layout import ENCODER_ENGINES, RepositoryLayout
 
 # The exported graph's tensor names (lita_build.onnx_export writes them, these runtimes feed them).
 FRAMES_INPUT = "frames"
@@ -108,6 +108,6 @@ def load_encoder_runtime(layout: RepositoryLayout, cfg: LitaConfig, device: str 
         return OnnxRuntimeEncoder(layout.encoder_onnx, device)
     if engine == "tensorrt":
         return TensorRTEncoder(layout.encoder_plan, device)
-    from lita_serve.torch_engine import load_encoder  # noqa: PLC0415
+    from lita_serve.engine.torch_engine import load_encoder  # noqa: PLC0415
 
     return load_encoder(layout, cfg, device=device)

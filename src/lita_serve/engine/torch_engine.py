@@ -19,8 +19,8 @@ from lita_serve.llm.llama import LlamaDecoder
 from lita_serve.llm.weight_quant import NO_QUANTIZATION, check_torch_quantization, quantize_linear
 from lita_serve.vision_encoder.encoder import VisualEncoder
 from lita_serve.errors import CheckpointError
-from lita_serve.model import LitaModel, randomize_
-from lita_serve.layout import RepositoryLayout
+from lita_serve.engine.model import LitaModel, randomize_
+from lita_serve.adapters.layout import RepositoryLayout
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def default_dtype(device: torch.device, built: str | None = None) -> torch.dtype
 
 def _dummy(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """``module`` (on the meta device) materialised on ``device`` with N(0, 0.02) weights drawn
-    there: a repository built with dummy weights (:data:`~lita_serve.layout.DUMMY_WEIGHTS`)."""
+    there: a repository built with dummy weights (:data:`~lita_serve.adapters.layout.DUMMY_WEIGHTS`)."""
     module = module.to_empty(device=device).to(dtype)
     generator = torch.Generator(device=device).manual_seed(DUMMY_SEED)
     return randomize_(module, generator).eval()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lita_serve.data.synthetic import Event, make_event_video
-from lita_serve.resources import demo_assets
+from lita_serve.adapters.resources import demo_assets
 
 QUESTION = "When does the red circle appear?"
 DEMO_EVENT = Event(shape="circle", color="red", start_s=6.0, end_s=14.5, x=0.25, y=0.3, size=0.13)
@@ -68,7 +68,7 @@ def make_demo_video(path: Path) -> Path:
 
 def run_demo(repository: Path, workdir: Path, assets: Path | None = None, printer=print) -> DemoResult:
     from lita_client import LitaClient
-    from lita_serve.launcher import Ports, TritonServer
+    from lita_serve.serving.launcher import Ports, TritonServer
 
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -83,7 +83,7 @@ def run_demo(repository: Path, workdir: Path, assets: Path | None = None, printe
         with LitaClient(server.grpc_url) as client:
             printer(f"Q: {QUESTION}")
             answer = client.ask(video, QUESTION)
-    from lita_serve.layout import RepositoryLayout
+    from lita_serve.adapters.layout import RepositoryLayout
 
     cfg = RepositoryLayout.of(repository).load_config()
     result = DemoResult(answer.text, [tuple(s) for s in answer.segments], (DEMO_EVENT.start_s, DEMO_EVENT.end_s),

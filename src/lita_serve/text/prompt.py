@@ -16,7 +16,7 @@ Layouts (``visual_token_format``), checked against NeMo's LITA code:
   token is temporal: ``<extra_id_8> fake... <extra_id_9>``.
 
 Prompt options (:class:`~lita_serve.config.PromptOptions`, from ``lita.json``): the template and
-the video's placement come from :mod:`lita_serve.conversation`; ``add_bos`` puts the BOS id
+the video's placement come from :mod:`lita_serve.text.conversation`; ``add_bos`` puts the BOS id
 first; ``tokenization="per_chunk"`` encodes the text before and after the video each in its own
 SentencePiece call (LLaVA's ``tokenizer_image_token``; the text after the video starts with the
 dummy ``▁``), ``"whole"`` encodes the text after the video as the continuation of one call over
@@ -32,10 +32,10 @@ from __future__ import annotations
 from typing import Sequence
 
 from lita_serve.config import VISUAL_TOKEN_FORMATS, PromptOptions
-from lita_serve.conversation import PromptPiece, prompt_parts
+from lita_serve.text.conversation import PromptPiece, prompt_parts
 from lita_serve.errors import CheckpointError, InvalidInputError, LimitExceededError
-from lita_serve.special_tokens import IM_END_TOKEN, IM_START_TOKEN, VID_END_TOKEN, VID_START_TOKEN
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.text.special_tokens import IM_END_TOKEN, IM_START_TOKEN, VID_END_TOKEN, VID_START_TOKEN
+from lita_serve.text.tokenizer import LitaTokenizer
 
 
 def _encode_chunk(tokenizer: LitaTokenizer, parts: Sequence[PromptPiece], *, continued: bool = False) -> list[int]:
@@ -102,7 +102,7 @@ def build_input_ids(
 
     The template is encoded with special pieces allowed, the question with them disallowed, so a
     user's ``<video>``, ``<t5>`` or ``<extra_id_8>`` stay text. ``duration`` is validated but not
-    put in the prompt (see :mod:`lita_serve.conversation`). Raises :class:`InvalidInputError` for
+    put in the prompt (see :mod:`lita_serve.text.conversation`). Raises :class:`InvalidInputError` for
     an empty question or a bad layout, :class:`LimitExceededError` (an InvalidInputError) when
     the ids exceed ``max_prompt_tokens``, and :class:`CheckpointError` when ``vocab_size`` is
     smaller than the tokenizer's (fake ids would collide with real tokens).

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 from lita_serve.config import CONV_TEMPLATES, MEDIA_PLACEMENTS, PROMPT_TOKENIZATIONS, PromptOptions
 from lita_serve.errors import InvalidInputError
-from lita_serve.special_tokens import VIDEO_PLACEHOLDER
+from lita_serve.text.special_tokens import VIDEO_PLACEHOLDER
 
 SYSTEM_PROMPT = (  # conv_vicuna_v1 (LLaVA and NeMo): LITA's training template
     "A chat between a curious user and an artificial intelligence assistant. "

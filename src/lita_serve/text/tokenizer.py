@@ -2,7 +2,7 @@
 
 LITA extends the LLaMA/LLaVA SentencePiece model with ``<t0>..<t{N-1}>`` and NeMo's
 ``<extra_id_K>`` tokens as USER_DEFINED pieces appended after the base vocabulary, in the order of
-:func:`lita_serve.special_tokens.special_token_order`. :class:`LitaTokenizer` wraps a converted
+:func:`lita_serve.text.special_tokens.special_token_order`. :class:`LitaTokenizer` wraps a converted
 model and keeps the two kinds of text apart: template text may contain those pieces, while text a
 user typed (``<t5>``, ``<extra_id_0>``, ``<video>``) always encodes as ordinary characters.
 """
@@ -21,8 +21,8 @@ import sentencepiece as spm
 
 from lita_serve.config import DEFAULT_NUM_TIME_TOKENS
 from lita_serve.errors import CheckpointError, InvalidInputError
-from lita_serve.special_tokens import special_token_order
-from lita_serve.time_tokens import time_tokens
+from lita_serve.text.special_tokens import special_token_order
+from lita_serve.text.time_tokens import time_tokens
 
 logger = logging.getLogger(__name__)
 

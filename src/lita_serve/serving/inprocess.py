@@ -16,10 +16,10 @@ from lita_serve.feature_cache import FeatureCache, config_fingerprint, entry_sta
 from lita_serve.vision_encoder.cached import CachedEncoder, EncodeJob
 from lita_serve.postprocess.render import Renderer
 from lita_serve.preprocess.request import prepare_cached
-from lita_serve.layout import RepositoryLayout
-from lita_serve.torch_engine import load_decoder, load_encoder
-from lita_serve.time_tokens import Segment
-from lita_serve.tokenizer import LitaTokenizer
+from lita_serve.adapters.layout import RepositoryLayout
+from lita_serve.engine.torch_engine import load_decoder, load_encoder
+from lita_serve.text.time_tokens import Segment
+from lita_serve.text.tokenizer import LitaTokenizer
 
 
 @dataclass

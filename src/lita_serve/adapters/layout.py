@@ -24,7 +24,7 @@ from typing import Any
 from lita_client.contract import ENSEMBLE
 from lita_serve.config import LitaConfig
 from lita_serve.errors import CheckpointError
-from lita_serve.quantization_names import NO_QUANTIZATION
+from lita_serve.engine.quantization_names import NO_QUANTIZATION
 
 CONFIG_FILE = "lita.json"
 BUILD_MANIFEST = "build.json"  # written by `lita build`: which engine, from what source

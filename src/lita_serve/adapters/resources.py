@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lita_serve.errors import LitaError
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # lita_serve/
 _DATA = _PACKAGE / "_data"
 _CHECKOUT = _PACKAGE.parents[1]  # <checkout>/src/lita_serve -> <checkout>
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from lita_serve.config import DEFAULT_NUM_TIME_TOKENS
 from lita_serve.errors import InvalidInputError
-from lita_serve.time_tokens import time_tokens
+from lita_serve.text.time_tokens import time_tokens
 
 NUM_EXTRA_IDS = 10
 EXTRA_ID_TEMPLATE = "<extra_id_{}>"

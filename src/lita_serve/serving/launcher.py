@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lita_serve.errors import LitaError, MissingDependencyError
-from lita_serve.proc_stat import stat_fields
+from lita_serve.serving.proc_stat import stat_fields
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def server_env(extra_pythonpath: list[str] | None = None) -> dict[str, str]:
     paths = [*(extra_pythonpath or [])]
     if env.get("PYTHONPATH"):
         paths.extend(p for p in env["PYTHONPATH"].split(os.pathsep) if p)
-    paths += [str(Path(__file__).resolve().parents[1]), *site_dirs]
+    paths += [str(Path(__file__).resolve().parents[2]), *site_dirs]  # the folder lita_serve/ is in
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     libdir = sysconfig.get_config_var("LIBDIR")
     if libdir:

@@ -18,16 +18,16 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lita_serve.launcher import stub_processes
-from lita_serve.layout import RepositoryLayout
-from lita_serve.demo import QUESTION
+from lita_serve.serving.launcher import stub_processes
+from lita_serve.adapters.layout import RepositoryLayout
+from lita_serve.serving.demo import QUESTION
 
 # What each step's adapter imports (besides Triton's own module): importing alone costs this much.
 STEP_IMPORTS = {
-    "preprocess": "lita_serve.preprocess.request, lita_serve.feature_cache, lita_serve.triton_io",
-    "vision_encoder": "lita_serve.vision_encoder.cached, lita_serve.torch_engine, lita_serve.triton_io",
-    "llm": "lita_serve.llm.service, lita_serve.llm.trtllm_bls, lita_serve.torch_engine, lita_serve.triton_io",
-    "postprocess": "lita_serve.postprocess.render, lita_serve.tokenizer, lita_serve.triton_io",
+    "preprocess": "lita_serve.preprocess.request, lita_serve.feature_cache, lita_serve.adapters.triton_io",
+    "vision_encoder": "lita_serve.vision_encoder.cached, lita_serve.engine.torch_engine, lita_serve.adapters.triton_io",
+    "llm": "lita_serve.llm.service, lita_serve.llm.trtllm_bls, lita_serve.engine.torch_engine, lita_serve.adapters.triton_io",
+    "postprocess": "lita_serve.postprocess.render, lita_serve.text.tokenizer, lita_serve.adapters.triton_io",
 }
 # One line of Python run in a fresh interpreter of this environment: what importing costs.
 _IMPORT_PROBE = ("import sys, {module}; "
@@ -105,7 +105,7 @@ def measure(repository: str | Path, workdir: Path, printer=print) -> dict:
     """
     from lita_client import LitaClient
     from lita_serve.data.synthetic import Event, make_event_video
-    from lita_serve.launcher import Ports, TritonServer
+    from lita_serve.serving.launcher import Ports, TritonServer
 
     workdir.mkdir(parents=True, exist_ok=True)
     video = workdir / "rss_probe.mp4"
