@@ -31,7 +31,7 @@ from lita_serve.engine.model import LitaModel
 from lita_serve.adapters.layout import BUILD_MANIFEST, ENCODER_ENGINES, ENCODER_ONNX, ENCODER_PLAN, BuildManifest
 from lita_serve.llm.trtllm_release import TrtllmRelease, trtllm_release
 from lita_build.repository import Deployment, write_model_repository
-from lita_serve.engine.torch_engine import export_torch_engine
+from lita_serve.engine.torch_engine import DTYPES, export_torch_engine
 from lita_serve.llm.weight_quant import require_weight_quantization
 from lita_serve.engine.quantization_names import NO_QUANTIZATION, TORCH_QUANTIZATIONS, TRTLLM_QUANTIZATIONS
 from lita_serve.text.special_tokens import special_token_order
@@ -40,7 +40,7 @@ from lita_serve.text.tokenizer import LitaTokenizer, convert_tokenizer, load_mod
 log = logging.getLogger(__name__)
 
 ENGINES = ("torch", "tensorrt_llm")
-TORCH_DTYPES = trtllm.DTYPES
+TORCH_DTYPES = DTYPES  # what the PyTorch engine computes in, by name
 MANIFEST = BUILD_MANIFEST  # at the repository root, next to lita.json (Triton ignores plain files there)
 TRTLLM_CHECKPOINT = "tensorrt_llm_checkpoint"
 TRTLLM_MODEL = "tensorrt_llm"
@@ -177,6 +177,11 @@ def _write_tensorrt_llm(model: LitaModel, output: Path, dtype: str, tp_size: int
 DEVICES = ("cpu", "cuda")
 
 
+def check_dtype(dtype: str) -> None:
+    if dtype not in TORCH_DTYPES:
+        raise InvalidInputError(f"--dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
+
+
 def check_device(device: str) -> None:
     if device not in DEVICES:
         raise InvalidInputError(f"--device must be one of {list(DEVICES)}, got {device!r}")
@@ -211,8 +216,7 @@ def _check_args(engine: str, encoder_engine: str, dtype: str, tp_size: int, max_
         raise InvalidInputError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
     if encoder_engine not in ENCODER_ENGINES:
         raise InvalidInputError(f"--encoder-engine must be one of {list(ENCODER_ENGINES)}, got {encoder_engine!r}")
-    if dtype not in TORCH_DTYPES:
-        raise InvalidInputError(f"--dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
+    check_dtype(dtype)
     if tp_size < 1 or max_batch_size < 1:
         raise InvalidInputError("--tp-size and --max-batch-size must be >= 1")
     if engine == "torch" and tp_size != 1:

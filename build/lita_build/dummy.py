@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from lita_build.builder import check_device, convert_checked_tokenizer, deployment
+from lita_build.builder import check_device, check_dtype, convert_checked_tokenizer, deployment
 from lita_build.checkpoint.vocab import DEFAULT_VOCAB_MULTIPLE, padded_vocab_size
 from lita_build.lita_options import check_lita_options
 from lita_build.repository import write_model_repository
@@ -24,15 +24,13 @@ from lita_build.summary import BuildSummary
 from lita_serve.config import LitaConfig
 from lita_serve.errors import InvalidInputError
 from lita_serve.adapters.layout import DUMMY_WEIGHTS, BuildManifest, RepositoryLayout
-from lita_serve.engine.torch_engine import DTYPES
 
 
 def build_dummy(preset: str, tokenizer: Path, *, output: Path, dtype: str = "float16", device: str = "cuda",
                 max_batch_size: int = 8, overrides: dict[str, Any] | None = None) -> BuildSummary:
     """Write a torch-engine repository for ``preset`` (:data:`lita_serve.config.PRESETS`) with dummy
     weights; ``overrides`` sets LITA options (e.g. ``sample_frames``) as ``lita build --set`` does."""
-    if dtype not in DTYPES:
-        raise InvalidInputError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    check_dtype(dtype)
     check_device(device)
     try:
         cfg = LitaConfig.from_name(preset)

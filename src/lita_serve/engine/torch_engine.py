@@ -20,7 +20,7 @@ from lita_serve.llm.weight_quant import NO_QUANTIZATION, check_torch_quantizatio
 from lita_serve.vision_encoder.encoder import VisualEncoder
 from lita_serve.errors import CheckpointError
 from lita_serve.engine.model import LitaModel, randomize_
-from lita_serve.adapters.layout import RepositoryLayout
+from lita_serve.adapters.layout import DUMMY_WEIGHTS, RepositoryLayout
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +83,11 @@ def load_encoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None =
                  dtype: torch.dtype | None = None) -> VisualEncoder:
     dev = pick_device(device)
     encoder = VisualEncoder.from_config(cfg, device="meta")
-    dtype = dtype or default_dtype(dev, layout.manifest().dtype)
+    manifest = layout.manifest()
+    dtype = dtype or default_dtype(dev, manifest.dtype)
     if dev.type == "cuda" and dtype == torch.float32:
         torch.backends.cudnn.allow_tf32 = False  # fp32 stays fp32: cuDNN would run the patch convolution in TF32
-    if layout.has_dummy_weights():
+    if manifest.weights == DUMMY_WEIGHTS:
         return _dummy(encoder, dev, dtype)
     return _load_into(encoder, layout.encoder_weights, dev, dtype)
 
@@ -96,11 +97,12 @@ def load_decoder(layout: RepositoryLayout, cfg: LitaConfig, device: str | None =
     """The decoder in ``dtype`` on ``device``; ``quantization`` (default: what ``build.json``
     records, see :mod:`lita_serve.llm.weight_quant`) quantizes its linear weights as they load."""
     dev = pick_device(device)
-    scheme = check_torch_quantization(quantization or layout.quantization())
+    manifest = layout.manifest()  # read once: quantization, dtype, weights
+    scheme = check_torch_quantization(quantization or manifest.quantization or NO_QUANTIZATION)
     with torch.device("meta"):
         decoder = LlamaDecoder(cfg.text)
-    dtype = dtype or default_dtype(dev, layout.manifest().dtype)
-    if layout.has_dummy_weights():
+    dtype = dtype or default_dtype(dev, manifest.dtype)
+    if manifest.weights == DUMMY_WEIGHTS:
         if scheme != NO_QUANTIZATION:
             raise CheckpointError("a repository with dummy weights serves them unquantized")
         return _for_device(_dummy(decoder, dev, dtype))
